@@ -1,0 +1,45 @@
+// Package queue is Tollgate's JetStream plumbing: how a process reaches NATS
+// (an existing server or an embedded one), the streams and key-value buckets
+// the binaries share, and the messages that travel on them.
+package queue
+
+import (
+	"time"
+)
+
+// Subjects and names fixed by the contract (DESIGN.md, "Streams, buckets and events").
+const (
+	QueriesStream   = "QUERIES"
+	QueriesSubject  = "tollgate.queries.submitted"
+	UsageStream     = "USAGE"
+	UsageSubject    = "tollgate.usage.completed"
+	QueriesBucket   = "queries"
+	RateLimitBucket = "ratelimit"
+	BudgetBucket    = "budget"
+	AlertsBucket    = "alerts"
+	ChunksBucket    = "chunks"
+	WorkersConsumer = "workers"
+	AlerterConsumer = "alerter"
+)
+
+// Submission is the message on QueriesSubject: one accepted question.
+// Its Nats-Msg-Id header is the query id.
+type Submission struct {
+	ID          string    `json:"id"`
+	User        string    `json:"user"`
+	Question    string    `json:"question"`
+	K           int       `json:"k"`
+	SubmittedAt time.Time `json:"submitted_at"`
+}
+
+// UsageEvent is the message on UsageSubject: the tokens one query really
+// used. Its Nats-Msg-Id header is the request id, so a query is counted once.
+type UsageEvent struct {
+	RequestID          string    `json:"request_id"`
+	User               string    `json:"user"`
+	Model              string    `json:"model"`
+	PromptTokens       int       `json:"prompt_tokens"`
+	CachedPromptTokens int       `json:"cached_prompt_tokens"`
+	CompletionTokens   int       `json:"completion_tokens"`
+	CompletedAt        time.Time `json:"completed_at"`
+}
