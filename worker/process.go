@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gravitycar/tollgate/internal/llm"
+	"github.com/gravitycar/tollgate/internal/query"
+	"github.com/gravitycar/tollgate/internal/queue"
+	"github.com/gravitycar/tollgate/internal/rag"
+)
+
+// Retriever finds the passages a question is answered from.
+type Retriever interface {
+	Search(ctx context.Context, question string, k int) ([]rag.Passage, error)
+}
+
+// Generator answers a question from passages and reports the tokens used.
+type Generator interface {
+	Generate(ctx context.Context, question string, passages []rag.Passage) (llm.Answer, error)
+}
+
+// Publisher publishes a message to a stream and waits for its ack.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// processor answers one queued question at a time; the consumer loop runs
+// many of them at once.
+type processor struct {
+	store      *query.Store
+	pub        Publisher
+	retriever  Retriever
+	generator  Generator
+	now        func() time.Time
+	logger     *slog.Logger
+	metrics    *metrics
+	ackWait    time.Duration
+	maxDeliver int
+}
+
+// handle processes one message and settles it: Ack when the query is
+// finished (succeeded or failed for good), Nak when it should be tried
+// again, Term when the message is unusable.
+func (p *processor) handle(ctx context.Context, msg jetstream.Msg) {
+	var sub queue.Submission
+	if err := json.Unmarshal(msg.Data(), &sub); err != nil || sub.ID == "" {
+		p.logger.Error("terminating undecodable message", "err", err, "data", truncate(string(msg.Data()), 200))
+		p.settle(msg.Term())
+		p.metrics.processed.WithLabelValues("poison").Inc()
+		return
+	}
+	logger := p.logger.With("query_id", sub.ID, "user", sub.User)
+	attempt := 1
+	if md, err := msg.Metadata(); err == nil {
+		attempt = int(md.NumDelivered)
+	}
+
+	rec, _, err := p.store.Get(ctx, sub.ID)
+	switch {
+	case errors.Is(err, query.ErrNotFound):
+		logger.Error("terminating message for a query with no record")
+		p.settle(msg.Term())
+		p.metrics.processed.WithLabelValues("poison").Inc()
+		return
+	case err != nil:
+		logger.Warn("reading query record, will retry", "err", err)
+		p.settle(msg.NakWithDelay(backoff(attempt)))
+		return
+	case rec.Status.Final():
+		// A redelivery of a finished query: an earlier attempt stored the
+		// result but may have died before publishing usage or acking.
+		if err := p.publishUsage(ctx, rec); err != nil {
+			logger.Warn("republishing usage, will retry", "err", err)
+			p.settle(msg.NakWithDelay(backoff(attempt)))
+			return
+		}
+		p.settle(msg.DoubleAck(ctx))
+		return
+	}
+
+	stop := p.heartbeat(msg)
+	rec, err = p.answer(ctx, logger, sub, attempt)
+	stop()
+	switch {
+	case ctx.Err() != nil:
+		// Shutting down: hand the question back at once for another worker.
+		logger.Info("handing query back: shutting down")
+		p.settle(msg.Nak())
+		return
+	case err != nil && attempt < p.maxDeliver:
+		logger.Warn("answering failed, will retry", "attempt", attempt, "err", err)
+		p.settle(msg.NakWithDelay(backoff(attempt)))
+		p.metrics.processed.WithLabelValues("retried").Inc()
+		return
+	case err != nil:
+		logger.Error("answering failed on the last attempt", "attempt", attempt, "err", err)
+		rec, err = p.fail(ctx, sub.ID, query.CodeMaxDeliveries,
+			fmt.Sprintf("gave up after %d attempts: %v", attempt, err))
+		if err != nil {
+			logger.Error("marking query failed", "err", err)
+			p.settle(msg.NakWithDelay(backoff(attempt)))
+			return
+		}
+	}
+	if err := p.publishUsage(ctx, rec); err != nil {
+		logger.Warn("publishing usage, will retry", "err", err)
+		p.settle(msg.NakWithDelay(backoff(attempt)))
+		return
+	}
+	p.settle(msg.DoubleAck(ctx))
+	p.metrics.processed.WithLabelValues(string(rec.Status)).Inc()
+	logger.Info("query finished", "status", rec.Status, "attempt", attempt)
+}
+
+// answer runs one attempt: mark running, retrieve, generate, store the
+// result. It returns the finished record.
+func (p *processor) answer(ctx context.Context, logger *slog.Logger, sub queue.Submission, attempt int) (query.Record, error) {
+	start := p.now().UTC()
+	if _, err := p.store.Update(ctx, sub.ID, func(r *query.Record) error {
+		r.Status = query.Running
+		if r.StartedAt == nil {
+			r.StartedAt = &start
+		}
+		return nil
+	}); err != nil {
+		return query.Record{}, fmt.Errorf("marking running: %w", err)
+	}
+
+	passages, err := p.retriever.Search(ctx, sub.Question, sub.K)
+	if err != nil {
+		return query.Record{}, fmt.Errorf("retrieving passages: %w", err)
+	}
+	ans, err := p.generator.Generate(ctx, sub.Question, passages)
+	if err != nil {
+		return query.Record{}, fmt.Errorf("generating answer: %w", err)
+	}
+	p.metrics.tokens.WithLabelValues(ans.Usage.Model, "prompt").Add(float64(ans.Usage.PromptTokens))
+	p.metrics.tokens.WithLabelValues(ans.Usage.Model, "completion").Add(float64(ans.Usage.CompletionTokens))
+
+	sources := make([]query.Source, len(passages))
+	for i, ps := range passages {
+		sources[i] = query.Source{ID: ps.ID, Title: ps.Title, Source: ps.Source, Snippet: snippet(ps.Text, 300), Score: ps.Score}
+	}
+	return p.store.Update(ctx, sub.ID, func(r *query.Record) error {
+		done := p.now().UTC()
+		r.Status = query.Succeeded
+		r.Answer = ans.Text
+		r.Sources = sources
+		r.Usage = &query.Usage{
+			Model:              ans.Usage.Model,
+			PromptTokens:       ans.Usage.PromptTokens,
+			CachedPromptTokens: ans.Usage.CachedPromptTokens,
+			CompletionTokens:   ans.Usage.CompletionTokens,
+		}
+		r.Error = nil
+		r.CompletedAt = &done
+		return nil
+	})
+}
+
+// fail marks a query failed for good.
+func (p *processor) fail(ctx context.Context, id, code, message string) (query.Record, error) {
+	return p.store.Update(ctx, id, func(r *query.Record) error {
+		done := p.now().UTC()
+		r.Status = query.Failed
+		r.Error = &query.Error{Code: code, Message: message}
+		r.CompletedAt = &done
+		return nil
+	})
+}
+
+// publishUsage publishes the usage event of a finished query, with the
+// query id as Nats-Msg-Id so a republish is dropped as a duplicate. A query
+// that used no tokens has no event.
+func (p *processor) publishUsage(ctx context.Context, rec query.Record) error {
+	if rec.Usage == nil {
+		return nil
+	}
+	completed := p.now().UTC()
+	if rec.CompletedAt != nil {
+		completed = *rec.CompletedAt
+	}
+	body, err := json.Marshal(queue.UsageEvent{
+		RequestID:          rec.ID,
+		User:               rec.User,
+		Model:              rec.Usage.Model,
+		PromptTokens:       rec.Usage.PromptTokens,
+		CachedPromptTokens: rec.Usage.CachedPromptTokens,
+		CompletionTokens:   rec.Usage.CompletionTokens,
+		CompletedAt:        completed,
+	})
+	if err != nil {
+		return fmt.Errorf("encoding usage event: %w", err)
+	}
+	_, err = p.pub.PublishMsg(ctx, &nats.Msg{Subject: queue.UsageSubject, Data: body}, jetstream.WithMsgID(rec.ID))
+	if err != nil {
+		return fmt.Errorf("publishing usage event: %w", err)
+	}
+	return nil
+}
+
+// heartbeat tells JetStream the message is still being worked on, every
+// third of AckWait, until the returned stop is called.
+func (p *processor) heartbeat(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(p.ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					p.logger.Warn("heartbeat failed", "err", err)
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func (p *processor) settle(err error) {
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		p.logger.Warn("settling message", "err", err)
+	}
+}
+
+// backoff is the redelivery delay after a failed attempt: 1s, 2s, 4s, ...
+// capped at 30s.
+func backoff(attempt int) time.Duration {
+	d := time.Second << min(attempt-1, 5)
+	return min(d, 30*time.Second)
+}
+
+// snippet is the start of text, cut at a word boundary.
+func snippet(text string, maxRunes int) string {
+	text = strings.Join(strings.Fields(text), " ")
+	if utf8.RuneCountInString(text) <= maxRunes {
+		return text
+	}
+	cut := []rune(text)[:maxRunes]
+	s := string(cut)
+	if i := strings.LastIndexByte(s, ' '); i > maxRunes/2 {
+		s = s[:i]
+	}
+	return s + "…"
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gravitycar/tollgate/internal/config"
+	"github.com/gravitycar/tollgate/internal/llm"
+	"github.com/gravitycar/tollgate/internal/logging"
+	"github.com/gravitycar/tollgate/internal/query"
+	"github.com/gravitycar/tollgate/internal/queue"
+	"github.com/gravitycar/tollgate/internal/rag"
+)
+
+// drainGrace is how long in-flight questions may run after a shutdown
+// signal before they are handed back to the queue.
+const drainGrace = 20 * time.Second
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	getenv, err := config.WithDotEnv(".env", getenv)
+	if err != nil {
+		return err
+	}
+	s, err := loadSettings(getenv)
+	if err != nil {
+		return err
+	}
+	logger, err := logging.New(stdout, s.LogLevel, s.LogFormat)
+	if err != nil {
+		return err
+	}
+	cmd := "serve"
+	if len(args) > 1 {
+		cmd = args[1]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, s, logger)
+	case "ingest":
+		if len(args) != 3 {
+			return errors.New("usage: worker ingest PATH")
+		}
+		return ingest(ctx, s, logger, args[2], stdout)
+	}
+	return fmt.Errorf("unknown command %q (commands: ingest)", cmd)
+}
+
+func connect(ctx context.Context, s settings, logger *slog.Logger) (*queue.Conn, queue.Layout, error) {
+	conn, err := queue.Connect(ctx, queue.ConnectOptions{
+		Name: "tollgate-worker", URL: s.NATSURL, Creds: s.NATSCreds, DataDir: s.DataDir, Logger: logger,
+	})
+	return conn, queue.Layout{Replicas: s.Replicas, QueryTTL: s.QueryTTL}, err
+}
+
+// ingest loads documents into the chunks bucket, which every running
+// worker's index follows.
+func ingest(ctx context.Context, s settings, logger *slog.Logger, path string, stdout io.Writer) error {
+	conn, layout, err := connect(ctx, s, logger)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.ChunksBucket)
+	if err != nil {
+		return err
+	}
+	rep, err := rag.Ingest(ctx, kvs[queue.ChunksBucket], path, stdout)
+	if err != nil {
+		return fmt.Errorf("ingesting %s: %w", path, err)
+	}
+	for _, e := range rep.Errors {
+		fmt.Fprintln(stdout, "skipped:", e)
+	}
+	_, err = fmt.Fprintf(stdout, "ingested %s: %d files, %d chunks (%d new, %d already there), %d files failed, %.1fs\n",
+		path, rep.Files, rep.Chunks, rep.Added(), rep.Skipped, rep.Failed, rep.Duration.Seconds())
+	return err
+}
+
+func serve(ctx context.Context, s settings, logger *slog.Logger) error {
+	conn, layout, err := connect(ctx, s, logger)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := queue.EnsureStreams(ctx, conn.JS, layout, queue.QueriesStream, queue.UsageStream); err != nil {
+		return err
+	}
+	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.QueriesBucket, queue.ChunksBucket)
+	if err != nil {
+		return err
+	}
+	cons, err := conn.JS.CreateOrUpdateConsumer(ctx, queue.QueriesStream, jetstream.ConsumerConfig{
+		Durable:       queue.WorkersConsumer,
+		Description:   "RAG workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.AckWait,
+		MaxDeliver:    s.MaxDeliver,
+		MaxAckPending: 10_000,
+	})
+	if err != nil {
+		return fmt.Errorf("creating consumer %s: %w", queue.WorkersConsumer, err)
+	}
+
+	index, err := rag.NewIndex(logger)
+	if err != nil {
+		return err
+	}
+	defer index.Close()
+	gen, err := newGenerator(s, logger)
+	if err != nil {
+		return err
+	}
+
+	m := newMetrics()
+	p := &processor{
+		store:      query.NewStore(kvs[queue.QueriesBucket]),
+		pub:        conn.JS,
+		retriever:  index,
+		generator:  gen,
+		now:        time.Now,
+		logger:     logger,
+		metrics:    m,
+		ackWait:    s.AckWait,
+		maxDeliver: s.MaxDeliver,
+	}
+	ready := func() error {
+		if !conn.NC.IsConnected() {
+			return errors.New("nats is not connected")
+		}
+		select {
+		case <-index.Ready():
+			return nil
+		default:
+			return errors.New("index is loading")
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return index.Run(gctx, kvs[queue.ChunksBucket]) })
+	g.Go(func() error { return serveOps(gctx, s.MetricsAddr, m.registry, ready, logger) })
+	g.Go(func() error {
+		select {
+		case <-index.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		logger.Info("worker ready", "passages", index.Len(), "concurrency", s.Concurrency, "generator", fmt.Sprintf("%T", gen))
+		return consume(gctx, cons, p, s.Concurrency, logger)
+	})
+	return g.Wait()
+}
+
+// consume runs up to concurrency questions at once until ctx ends, then
+// stops fetching, lets in-flight questions finish for drainGrace, and hands
+// back to the queue whatever is left.
+func consume(ctx context.Context, cons jetstream.Consumer, p *processor, concurrency int, logger *slog.Logger) error {
+	iter, err := cons.Messages(jetstream.PullMaxMessages(concurrency))
+	if err != nil {
+		return fmt.Errorf("consuming %s: %w", queue.WorkersConsumer, err)
+	}
+	// Work outlives ctx by drainGrace, so a shutdown does not throw away
+	// answers that are nearly done.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopped := context.AfterFunc(ctx, func() {
+		iter.Drain()
+		time.AfterFunc(drainGrace, cancelWork)
+	})
+	defer stopped()
+
+	slots := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	for {
+		slots <- struct{}{}
+		msg, err := iter.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			break
+		}
+		if err != nil {
+			<-slots
+			logger.Warn("fetching questions", "err", err)
+			continue
+		}
+		if ctx.Err() != nil {
+			// Delivered after the shutdown began: not started, handed back.
+			p.settle(msg.Nak())
+			<-slots
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			p.handle(work, msg)
+		})
+	}
+	logger.Info("stopped fetching; waiting for in-flight questions")
+	wg.Wait()
+	return nil
+}
+
+// serveOps serves /metrics, /healthz and /readyz for a process without an
+// HTTP API.
+func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready func() error, logger *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR %s: %w", addr, err)
+	}
+	logger.Info("ops listening", "addr", ln.Addr().String())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// newGenerator picks the OpenAI-compatible generator when a key is set, and
+// the offline extractive one otherwise.
+func newGenerator(s settings, logger *slog.Logger) (Generator, error) {
+	if s.OpenAIKey != "" {
+		logger.Info("generator: openai-compatible", "base_url", s.OpenAIBaseURL, "model", s.OpenAIModel)
+		return llm.NewOpenAI(llm.OpenAIConfig{
+			APIKey: s.OpenAIKey, BaseURL: s.OpenAIBaseURL, Model: s.OpenAIModel, MaxTokens: s.OpenAIMaxTokens,
+		}), nil
+	}
+	logger.Info("generator: offline extractive (no OPENAI_API_KEY)")
+	g, err := llm.NewOffline()
+	if err != nil {
+		return nil, fmt.Errorf("offline generator: %w", err)
+	}
+	return g, nil
+}
+
+// metrics are the worker's Prometheus series.
+type metrics struct {
+	registry  *prometheus.Registry
+	processed *prometheus.CounterVec
+	tokens    *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_worker_queries_total",
+			Help: "Questions processed, by outcome (succeeded, failed, retried, poison).",
+		}, []string{"outcome"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_worker_tokens_total",
+			Help: "Tokens used, by model and kind (prompt, completion).",
+		}, []string{"model", "kind"}),
+	}
+	m.registry.MustRegister(m.processed, m.tokens,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
