@@ -26,7 +26,8 @@ import (
 )
 
 // drainGrace is how long in-flight questions may run after a shutdown
-// signal before they are handed back to the queue.
+// signal before they are handed back to the queue. Kubernetes' default
+// terminationGracePeriodSeconds (30) leaves room for it.
 const drainGrace = 20 * time.Second
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -158,15 +159,15 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 			return nil
 		}
 		logger.Info("worker ready", "passages", index.Len(), "concurrency", s.Concurrency, "generator", fmt.Sprintf("%T", gen))
-		return consume(gctx, cons, p, s.Concurrency, logger)
+		return consume(gctx, cons, p, s.Concurrency, drainGrace, logger)
 	})
 	return g.Wait()
 }
 
 // consume runs up to concurrency questions at once until ctx ends, then
-// stops fetching, lets in-flight questions finish for drainGrace, and hands
+// stops fetching, lets in-flight questions finish for grace, and hands
 // back to the queue whatever is left.
-func consume(ctx context.Context, cons jetstream.Consumer, p *processor, concurrency int, logger *slog.Logger) error {
+func consume(ctx context.Context, cons jetstream.Consumer, p *processor, concurrency int, grace time.Duration, logger *slog.Logger) error {
 	iter, err := cons.Messages(jetstream.PullMaxMessages(concurrency))
 	if err != nil {
 		return fmt.Errorf("consuming %s: %w", queue.WorkersConsumer, err)
@@ -177,7 +178,7 @@ func consume(ctx context.Context, cons jetstream.Consumer, p *processor, concurr
 	defer cancelWork()
 	stopped := context.AfterFunc(ctx, func() {
 		iter.Drain()
-		time.AfterFunc(drainGrace, cancelWork)
+		time.AfterFunc(grace, cancelWork)
 	})
 	defer stopped()
 
