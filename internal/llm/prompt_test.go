@@ -3,6 +3,7 @@ package llm
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	openai "github.com/sashabaranov/go-openai"
 
@@ -80,5 +81,32 @@ func TestMessages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPromptTokenBound(t *testing.T) {
+	g, err := NewOffline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("漢字とかな ", 2000) // multi-byte text, far over the passage cap
+	long := strings.Repeat("x", 1000)
+	for _, k := range []int{0, 1, 5, 20} {
+		var ps []rag.Passage
+		for range k {
+			ps = append(ps, rag.Passage{Title: long, Source: long, Section: long, Text: huge})
+		}
+		question := strings.Repeat("why? ", 400)
+		var tokens int
+		for _, m := range Messages(question, ps) {
+			tokens += g.CountTokens(m.Content) + 3
+		}
+		tokens += 3
+		if bound := PromptTokenBound(question, k); tokens > bound {
+			t.Errorf("k=%d: prompt has %d tokens, bound says at most %d", k, tokens, bound)
+		}
+		if len(ps) > 0 && !utf8.ValidString(Messages(question, ps)[1].Content) {
+			t.Errorf("k=%d: cutting passages broke a character", k)
+		}
 	}
 }

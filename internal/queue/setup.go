@@ -84,6 +84,7 @@ func (l Layout) BucketConfig(name string) jetstream.KeyValueConfig {
 		cfg.TTL = l.RateLimitTTL
 	case BudgetBucket:
 		cfg.Description = "Spending ledger"
+		cfg.LimitMarkerTTL = time.Hour // enables per-key TTLs, for the ledger's request-id bindings
 	case AlertsBucket:
 		cfg.Description = "Budget alerts per day and threshold"
 	case ChunksBucket:
