@@ -301,19 +301,10 @@ func (l *Ledger) advanceCursor(ctx context.Context, seq uint64) error {
 // (Create when it does not exist yet), retrying on conflict. change returns
 // false when there is nothing to write.
 func update[T any](ctx context.Context, kv jetstream.KeyValue, key string, change func(*T) bool) error {
-	for attempt := 0; ; attempt++ {
-		var doc T
-		var rev uint64
-		e, err := kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return fmt.Errorf("reading %s: %w", key, err)
-		default:
-			if err := json.Unmarshal(e.Value(), &doc); err != nil {
-				return fmt.Errorf("decoding %s: %w", key, err)
-			}
-			rev = e.Revision()
+	for {
+		doc, rev, err := getJSON[T](ctx, kv, key)
+		if err != nil {
+			return err
 		}
 		if !change(&doc) {
 			return nil

@@ -249,6 +249,32 @@ func TestLedgerExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.check(t, exp)
+
+	// A rebuild from the stream agrees with the ledger, to the nano-dollar.
+	for _, day := range []string{"2026-12-02", "2026-12-03"} {
+		rc, err := l.Rebuild(t.Context(), e.js, day)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.Day.Spent != exp.spent[day] || rc.Events != exp.requests[day] {
+			t.Fatalf("rebuild %s: %v over %d events, want %v over %d", day, rc.Day.Spent, rc.Events, exp.spent[day], exp.requests[day])
+		}
+		diffs, err := l.Diff(t.Context(), rc)
+		if err != nil || len(diffs) != 0 {
+			t.Fatalf("rebuild %s differs from the ledger: %v %v", day, diffs, err)
+		}
+	}
+	// And it notices a ledger that was tampered with.
+	en, _ := e.kv.Get(t.Context(), budget.DayKey("2026-12-03"))
+	var d budget.Day
+	json.Unmarshal(en.Value(), &d)
+	d.Spent++
+	b, _ := json.Marshal(d)
+	e.kv.Put(t.Context(), budget.DayKey("2026-12-03"), b)
+	rc, _ := l.Rebuild(t.Context(), e.js, "2026-12-03")
+	if diffs, _ := l.Diff(t.Context(), rc); len(diffs) != 1 {
+		t.Fatalf("diffs after tampering: %v, want one (spent)", diffs)
+	}
 }
 
 func TestReserveNeverOvershoots(t *testing.T) {

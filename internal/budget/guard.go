@@ -223,33 +223,12 @@ func (g *Guard) Release(ctx context.Context, id string) error {
 
 // UserSpent is what user has spent today.
 func (g *Guard) UserSpent(ctx context.Context, user string) (pricing.Nanos, error) {
-	e, err := g.kv.Get(ctx, UserKey(Today(g.now()), user))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("reading user spend: %w", err)
-	}
-	var u UserDay
-	if err := json.Unmarshal(e.Value(), &u); err != nil {
-		return 0, fmt.Errorf("decoding user spend: %w", err)
-	}
-	return u.Spent, nil
+	u, _, err := getJSON[UserDay](ctx, g.kv, UserKey(Today(g.now()), user))
+	return u.Spent, err
 }
 
 func (g *Guard) get(ctx context.Context, key string) (Day, uint64, error) {
-	e, err := g.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Day{}, 0, nil
-	}
-	if err != nil {
-		return Day{}, 0, fmt.Errorf("reading %s: %w", key, err)
-	}
-	var d Day
-	if err := json.Unmarshal(e.Value(), &d); err != nil {
-		return Day{}, 0, fmt.Errorf("decoding %s: %w", key, err)
-	}
-	return d, e.Revision(), nil
+	return getJSON[Day](ctx, g.kv, key)
 }
 
 func (g *Guard) put(ctx context.Context, key string, d Day, rev uint64) error {
