@@ -19,6 +19,7 @@ type settings struct {
 	OpenAIBaseURL   string
 	OpenAIModel     string
 	OpenAIMaxTokens int
+	PricingFile     string
 }
 
 func loadSettings(getenv func(string) string) (settings, error) {
@@ -34,6 +35,7 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		OpenAIBaseURL:   env.String("OPENAI_BASE_URL", "https://api.openai.com/v1"),
 		OpenAIModel:     env.String("OPENAI_MODEL", "gpt-4o-mini"),
 		OpenAIMaxTokens: env.IntRange("OPENAI_MAX_TOKENS", 512, 1, 1_000_000),
+		PricingFile:     env.String("PRICING_FILE", ""),
 	}
 	if s.AckWait < time.Second {
 		env.Fail("WORKER_ACK_WAIT", s.AckWait.String(), "must be at least 1s")

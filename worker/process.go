@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gravitycar/tollgate/internal/llm"
+	"github.com/gravitycar/tollgate/internal/pricing"
 	"github.com/gravitycar/tollgate/internal/query"
 	"github.com/gravitycar/tollgate/internal/queue"
 	"github.com/gravitycar/tollgate/internal/rag"
@@ -47,6 +48,8 @@ type processor struct {
 	metrics    *metrics
 	ackWait    time.Duration
 	maxDeliver int
+	prices     *pricing.Table
+	model      string // OPENAI_MODEL: what usage without a priced model is billed as
 }
 
 // handle processes one message and settles it: Ack when the query is
@@ -147,6 +150,7 @@ func (p *processor) answer(ctx context.Context, logger *slog.Logger, sub queue.S
 	}
 	p.metrics.tokens.WithLabelValues(ans.Usage.Model, "prompt").Add(float64(ans.Usage.PromptTokens))
 	p.metrics.tokens.WithLabelValues(ans.Usage.Model, "completion").Add(float64(ans.Usage.CompletionTokens))
+	usage := p.price(logger, ans.Usage)
 
 	sources := make([]query.Source, len(passages))
 	for i, ps := range passages {
@@ -157,16 +161,36 @@ func (p *processor) answer(ctx context.Context, logger *slog.Logger, sub queue.S
 		r.Status = query.Succeeded
 		r.Answer = ans.Text
 		r.Sources = sources
-		r.Usage = &query.Usage{
-			Model:              ans.Usage.Model,
-			PromptTokens:       ans.Usage.PromptTokens,
-			CachedPromptTokens: ans.Usage.CachedPromptTokens,
-			CompletionTokens:   ans.Usage.CompletionTokens,
-		}
+		r.Usage = usage
 		r.Error = nil
 		r.CompletedAt = &done
 		return nil
 	})
+}
+
+// price turns the generator's usage into the record's. The offline
+// generator's tokens are priced as the configured model and marked
+// simulated; a model with no price is charged at the dearest known price
+// and reported loudly, never billed as free.
+func (p *processor) price(logger *slog.Logger, u llm.Usage) *query.Usage {
+	out := &query.Usage{
+		Model:              u.Model,
+		PromptTokens:       u.PromptTokens,
+		CachedPromptTokens: u.CachedPromptTokens,
+		CompletionTokens:   u.CompletionTokens,
+	}
+	if u.Model == llm.OfflineModel {
+		out.Simulated, out.PricedAs = true, p.model
+	}
+	cost, known, err := p.prices.Charge(out.Billed(), u.PromptTokens, u.CachedPromptTokens, u.CompletionTokens)
+	switch {
+	case err != nil:
+		logger.Error("pricing usage failed; the ledger will price it", "model", out.Billed(), "err", err)
+	case !known:
+		logger.Error("model has no price: charged at the dearest known price; add it to PRICING_FILE", "model", out.Billed(), "cost", cost.String())
+	}
+	out.CostUSD = cost.USD()
+	return out
 }
 
 // fail marks a query failed for good.
@@ -182,24 +206,19 @@ func (p *processor) fail(ctx context.Context, id, code, message string) (query.R
 
 // publishUsage publishes the usage event of a finished query, with the
 // query id as Nats-Msg-Id so a republish is dropped as a duplicate. A query
-// that used no tokens has no event.
+// that failed without using tokens gets a zero event, which settles its
+// budget reservation at $0.
 func (p *processor) publishUsage(ctx context.Context, rec query.Record) error {
-	if rec.Usage == nil {
-		return nil
-	}
 	completed := p.now().UTC()
 	if rec.CompletedAt != nil {
 		completed = *rec.CompletedAt
 	}
-	body, err := json.Marshal(queue.UsageEvent{
-		RequestID:          rec.ID,
-		User:               rec.User,
-		Model:              rec.Usage.Model,
-		PromptTokens:       rec.Usage.PromptTokens,
-		CachedPromptTokens: rec.Usage.CachedPromptTokens,
-		CompletionTokens:   rec.Usage.CompletionTokens,
-		CompletedAt:        completed,
-	})
+	ev := queue.UsageEvent{RequestID: rec.ID, User: rec.User, Model: p.model, CompletedAt: completed}
+	if u := rec.Usage; u != nil {
+		ev.Model, ev.Simulated = u.Billed(), u.Simulated
+		ev.PromptTokens, ev.CachedPromptTokens, ev.CompletionTokens = u.PromptTokens, u.CachedPromptTokens, u.CompletionTokens
+	}
+	body, err := json.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("encoding usage event: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/gravitycar/tollgate/internal/config"
 	"github.com/gravitycar/tollgate/internal/llm"
 	"github.com/gravitycar/tollgate/internal/logging"
+	"github.com/gravitycar/tollgate/internal/pricing"
 	"github.com/gravitycar/tollgate/internal/query"
 	"github.com/gravitycar/tollgate/internal/queue"
 	"github.com/gravitycar/tollgate/internal/rag"
@@ -124,6 +125,10 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	prices, err := loadPrices(s)
+	if err != nil {
+		return err
+	}
 
 	m := newMetrics()
 	p := &processor{
@@ -136,6 +141,8 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 		metrics:    m,
 		ackWait:    s.AckWait,
 		maxDeliver: s.MaxDeliver,
+		prices:     prices,
+		model:      s.OpenAIModel,
 	}
 	ready := func() error {
 		if !conn.NC.IsConnected() {
@@ -240,6 +247,19 @@ func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready 
 		return err
 	}
 	return nil
+}
+
+// loadPrices loads the price table and checks that the configured model is
+// in it: an unpriced model is an error at start-up, not a free request.
+func loadPrices(s settings) (*pricing.Table, error) {
+	prices, err := pricing.Load(s.PricingFile)
+	if err != nil {
+		return nil, fmt.Errorf("PRICING_FILE: %w", err)
+	}
+	if _, err := prices.Price(s.OpenAIModel); err != nil {
+		return nil, fmt.Errorf("config: OPENAI_MODEL=%q has no price; add it to PRICING_FILE (%w)", s.OpenAIModel, err)
+	}
+	return prices, nil
 }
 
 // newGenerator picks the OpenAI-compatible generator when a key is set, and

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gravitycar/tollgate/internal/llm"
 	"github.com/gravitycar/tollgate/internal/natstest"
+	"github.com/gravitycar/tollgate/internal/pricing"
 	"github.com/gravitycar/tollgate/internal/query"
 	"github.com/gravitycar/tollgate/internal/queue"
 	"github.com/gravitycar/tollgate/internal/rag"
@@ -86,6 +87,7 @@ func (r *rig) processor(gen Generator, ackWait time.Duration, maxDeliver int) *p
 	return &processor{
 		store: r.store, pub: r.js, retriever: r.index, generator: gen, now: time.Now,
 		logger: slog.New(slog.DiscardHandler), metrics: newMetrics(), ackWait: ackWait, maxDeliver: maxDeliver,
+		prices: pricing.Default(), model: "gpt-4o-mini",
 	}
 }
 
@@ -229,7 +231,8 @@ func TestAnswersWithModelUsage(t *testing.T) {
 	if rec.Answer != "Thirty a day [1]." || len(rec.Sources) == 0 {
 		t.Fatalf("record %+v", rec)
 	}
-	want := query.Usage{Model: "gpt-4o-mini-2024-07-18", PromptTokens: 812, CachedPromptTokens: 100, CompletionTokens: 7}
+	cost, _ := pricing.Default().Cost("gpt-4o-mini", 812, 100, 7)
+	want := query.Usage{Model: "gpt-4o-mini-2024-07-18", PromptTokens: 812, CachedPromptTokens: 100, CompletionTokens: 7, CostUSD: cost.USD()}
 	if *rec.Usage != want {
 		t.Fatalf("usage %+v, want %+v (copied from the response)", *rec.Usage, want)
 	}
@@ -302,8 +305,9 @@ func TestFailsAfterMaxDeliveries(t *testing.T) {
 		t.Fatalf("model called %d times, want %d", got, maxDeliver)
 	}
 	waitFor(t, func() bool { return r.pending(t) == 0 })
-	if n := len(r.usageEvents(t)); n != 0 {
-		t.Fatalf("%d usage events for a query that used nothing", n)
+	evs := r.usageEvents(t)
+	if len(evs) != 1 || evs[0].RequestID != id || evs[0].PromptTokens+evs[0].CompletionTokens != 0 {
+		t.Fatalf("usage events %+v, want one zero event that settles the reservation", evs)
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"math/big"
 	"strconv"
 	"sync"
 	"time"
@@ -42,7 +40,6 @@ type Event struct {
 type Ledger struct {
 	kv     jetstream.KeyValue
 	prices *pricing.Table
-	maxP   pricing.Price // what an unpriced model is charged: the dearest known price
 	logger *slog.Logger
 	now    func() time.Time
 }
@@ -50,17 +47,10 @@ type Ledger struct {
 // NewLedger returns a ledger over the budget bucket, pricing events with
 // prices.
 func NewLedger(kv jetstream.KeyValue, prices *pricing.Table, logger *slog.Logger, now func() time.Time) *Ledger {
-	var maxP pricing.Price
-	for _, m := range prices.Models() {
-		p, _ := prices.Price(m)
-		maxP.Input = max(maxP.Input, p.Input)
-		maxP.CachedInput = max(maxP.CachedInput, p.CachedInput)
-		maxP.Output = max(maxP.Output, p.Output)
-	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Ledger{kv: kv, prices: prices, maxP: maxP, logger: logger, now: now}
+	return &Ledger{kv: kv, prices: prices, logger: logger, now: now}
 }
 
 // Cursor is the sequence up to which every event is known to be applied;
@@ -79,29 +69,8 @@ func (l *Ledger) Cursor(ctx context.Context) (uint64, error) {
 // Cost prices one event. An unknown model is charged at the dearest known
 // price, never at zero; unpriced reports it.
 func (l *Ledger) Cost(ev queue.UsageEvent) (cost pricing.Nanos, unpriced bool, err error) {
-	cost, err = l.prices.Cost(ev.Model, ev.PromptTokens, ev.CachedPromptTokens, ev.CompletionTokens)
-	if errors.Is(err, pricing.ErrUnknownModel) {
-		return costAt(l.maxP, ev), true, nil
-	}
-	return cost, false, err
-}
-
-// costAt prices an event at p, rounding up once like pricing.Cost.
-func costAt(p pricing.Price, ev queue.UsageEvent) pricing.Nanos {
-	num := new(big.Int)
-	for _, term := range [][2]int64{
-		{int64(ev.PromptTokens - ev.CachedPromptTokens), int64(p.Input)},
-		{int64(ev.CachedPromptTokens), int64(p.CachedInput)},
-		{int64(ev.CompletionTokens), int64(p.Output)},
-	} {
-		num.Add(num, new(big.Int).Mul(big.NewInt(term[0]), big.NewInt(term[1])))
-	}
-	num.Add(num, big.NewInt(999_999))
-	num.Quo(num, big.NewInt(1_000_000))
-	if !num.IsInt64() {
-		return pricing.Nanos(math.MaxInt64)
-	}
-	return pricing.Nanos(num.Int64())
+	cost, known, err := l.prices.Charge(ev.Model, ev.PromptTokens, ev.CachedPromptTokens, ev.CompletionTokens)
+	return cost, !known && err == nil, err
 }
 
 // priced is an event with its cost and day.

@@ -150,8 +150,9 @@ func TestQuestionToAnswer(t *testing.T) {
 			t.Errorf("incomplete source %+v", src)
 		}
 	}
-	if rec.Usage == nil || rec.Usage.Model != "offline" || rec.Usage.PromptTokens <= 0 || rec.Usage.CompletionTokens <= 0 {
-		t.Fatalf("usage %+v", rec.Usage)
+	if u := rec.Usage; u == nil || u.Model != "offline" || !u.Simulated || u.PricedAs != "gpt-4o-mini" ||
+		u.PromptTokens <= 0 || u.CompletionTokens <= 0 || u.CostUSD <= 0 {
+		t.Fatalf("usage %+v, want offline tokens priced as gpt-4o-mini", rec.Usage)
 	}
 	if rec.StartedAt == nil || rec.CompletedAt == nil || rec.CompletedAt.Before(*rec.StartedAt) {
 		t.Errorf("timestamps started=%v completed=%v", rec.StartedAt, rec.CompletedAt)
@@ -171,7 +172,7 @@ func TestQuestionToAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if msg.Header.Get(jetstream.MsgIDHeader) != acc.ID || ev.RequestID != acc.ID || ev.User != "auth0|alice" ||
-		ev.Model != rec.Usage.Model || ev.PromptTokens != rec.Usage.PromptTokens || ev.CompletionTokens != rec.Usage.CompletionTokens {
+		ev.Model != "gpt-4o-mini" || !ev.Simulated || ev.PromptTokens != rec.Usage.PromptTokens || ev.CompletionTokens != rec.Usage.CompletionTokens {
 		t.Fatalf("usage event %+v (msg id %q) does not match record usage %+v", ev, msg.Header.Get(jetstream.MsgIDHeader), rec.Usage)
 	}
 	info, _ := stream.Info(t.Context())

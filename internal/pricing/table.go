@@ -111,7 +111,29 @@ func (t *Table) Cost(model string, promptTokens, cachedPromptTokens, completionT
 	if err != nil {
 		return 0, err
 	}
+	return p.cost(model, promptTokens, cachedPromptTokens, completionTokens)
+}
 
+// Charge is Cost that never lets a model go unbilled: a model missing from
+// the table is charged at the dearest price the table knows for each kind
+// of token, and known reports false so the caller can raise the alarm.
+func (t *Table) Charge(model string, promptTokens, cachedPromptTokens, completionTokens int) (cost Nanos, known bool, err error) {
+	cost, err = t.Cost(model, promptTokens, cachedPromptTokens, completionTokens)
+	if !errors.Is(err, ErrUnknownModel) {
+		return cost, err == nil, err
+	}
+	var dearest Price
+	for _, p := range t.prices {
+		dearest.Input = max(dearest.Input, p.Input)
+		dearest.CachedInput = max(dearest.CachedInput, p.CachedInput)
+		dearest.Output = max(dearest.Output, p.Output)
+	}
+	cost, err = dearest.cost(model, promptTokens, cachedPromptTokens, completionTokens)
+	return cost, false, err
+}
+
+// cost prices validated token counts at p.
+func (p Price) cost(model string, promptTokens, cachedPromptTokens, completionTokens int) (Nanos, error) {
 	// Prices are validated non-negative when a table is built, and the counts
 	// were checked above, so the conversions to uint64 are exact. Each product
 	// is below 2^126, so three of them cannot overflow 128 bits.

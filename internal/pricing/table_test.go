@@ -313,3 +313,25 @@ func TestModelsSorted(t *testing.T) {
 		}
 	}
 }
+
+func TestChargeUnknownModelAtDearestPrice(t *testing.T) {
+	t.Parallel()
+	tab := Default()
+	cost, known, err := tab.Charge("mystery", 1_000_000, 0, 1_000_000)
+	if err != nil || known {
+		t.Fatalf("Charge(mystery) = %v, known %v, err %v", cost, known, err)
+	}
+	for _, m := range tab.Models() {
+		c, _ := tab.Cost(m, 1_000_000, 0, 1_000_000)
+		if c > cost {
+			t.Fatalf("unknown model charged %v, less than %s's %v", cost, m, c)
+		}
+	}
+	want, _ := tab.Cost("gpt-4o-mini", 10, 5, 3)
+	if got, known, err := tab.Charge("gpt-4o-mini", 10, 5, 3); got != want || !known || err != nil {
+		t.Fatalf("Charge(gpt-4o-mini) = %v, %v, %v; want %v", got, known, err, want)
+	}
+	if _, _, err := tab.Charge("mystery", 1, 2, 0); err == nil {
+		t.Fatal("cached > prompt accepted for an unknown model")
+	}
+}

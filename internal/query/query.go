@@ -66,6 +66,18 @@ type Usage struct {
 	CompletionTokens   int     `json:"completion_tokens"`
 	CostUSD            float64 `json:"cost_usd"`
 	Cached             bool    `json:"cached"`
+	// Simulated is set when the offline generator answered: its tokens are
+	// priced as PricedAs (OPENAI_MODEL) so budgets can be tried without a key.
+	Simulated bool   `json:"simulated,omitempty"`
+	PricedAs  string `json:"priced_as,omitempty"`
+}
+
+// Billed is the model the usage is charged as.
+func (u *Usage) Billed() string {
+	if u.PricedAs != "" {
+		return u.PricedAs
+	}
+	return u.Model
 }
 
 // Error says why a query failed.

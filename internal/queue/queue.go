@@ -34,6 +34,8 @@ type Submission struct {
 
 // UsageEvent is the message on UsageSubject: the tokens one query really
 // used. Its Nats-Msg-Id header is the request id, so a query is counted once.
+// Every finished query has one, a failed one with zero tokens, so that the
+// ledger settles its budget reservation.
 type UsageEvent struct {
 	RequestID          string    `json:"request_id"`
 	User               string    `json:"user"`
@@ -42,4 +44,5 @@ type UsageEvent struct {
 	CachedPromptTokens int       `json:"cached_prompt_tokens"`
 	CompletionTokens   int       `json:"completion_tokens"`
 	CompletedAt        time.Time `json:"completed_at"`
+	Simulated          bool      `json:"simulated,omitempty"` // offline generator, priced as the configured model
 }
