@@ -29,6 +29,7 @@ type testAPI struct {
 	issuer *auth.Issuer
 	store  *query.Store
 	pub    *failingPublisher
+	meter  *metering
 }
 
 // failingPublisher is the real JetStream publisher, which a test can make
@@ -45,54 +46,86 @@ func (p *failingPublisher) PublishMsg(ctx context.Context, msg *nats.Msg, opts .
 	return p.Publisher.PublishMsg(ctx, msg, opts...)
 }
 
+// testSettings are the defaults of the contract, with dev auth values.
+func testSettings() settings {
+	s, err := loadSettings(func(k string) string {
+		return map[string]string{"AUTH_MODE": "dev"}[k]
+	})
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
 func newTestAPI(t *testing.T) *testAPI {
+	return newTestAPIWith(t, nil, nil, nil)
+}
+
+// newTestAPIWith starts an api on nc (a new nats-server when nil) trusting
+// issuer (a new one when nil), with settings changed by adjust.
+func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust func(*settings)) *testAPI {
 	t.Helper()
 	ctx := t.Context()
-	nc := natstest.Start(t)
+	if nc == nil {
+		nc = natstest.Start(t)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout := queue.Layout{}
+	s := testSettings()
+	if adjust != nil {
+		adjust(&s)
+	}
+	layout := queue.Layout{QueryTTL: s.QueryTTL}
 	if err := queue.EnsureStreams(ctx, js, layout, queue.QueriesStream); err != nil {
 		t.Fatal(err)
 	}
-	kvs, err := queue.EnsureBuckets(ctx, js, layout, queue.QueriesBucket)
+	kvs, err := queue.EnsureBuckets(ctx, js, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	issuer, err := auth.LoadOrCreateIssuer(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	if issuer == nil {
+		if issuer, err = auth.LoadOrCreateIssuer(t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(issuer.JWKS())
 	}))
 	t.Cleanup(jwks.Close)
-	vctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	verifier, err := auth.NewVerifier(vctx, auth.Options{
+	bg, cancel := context.WithCancel(context.Background())
+	verifier, err := auth.NewVerifier(bg, auth.Options{
 		JWKSURL: jwks.URL, Issuer: auth.DevIssuer, Audience: auth.DevAudience, CacheTTL: time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	logger := slog.New(slog.DiscardHandler)
+	meter, err := newMetering(s, kvs, logger, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guardDone := make(chan struct{})
+	go func() { defer close(guardDone); meter.guard.Run(bg) }()
+	t.Cleanup(func() { cancel(); <-guardDone })
+	<-meter.guard.Ready()
 
 	pub := &failingPublisher{Publisher: js}
 	store := query.NewStore(kvs[queue.QueriesBucket])
 	m := newMetrics()
 	router := newRouter(routerDeps{
-		logger:   slog.New(slog.DiscardHandler),
+		logger:   logger,
 		metrics:  m,
 		verifier: verifier,
-		queries:  &queries{store: store, js: pub, now: time.Now, maxChars: 2000, metrics: m},
+		queries:  &queries{meter: meter, store: store, js: pub, now: time.Now, maxChars: s.MaxQuestionChars, metrics: m},
 		ready:    func(context.Context) error { return nil },
 	})
 	srv := httptest.NewServer(router)
 	t.Cleanup(srv.Close)
-	return &testAPI{srv: srv, nc: nc, js: js, issuer: issuer, store: store, pub: pub}
+	return &testAPI{srv: srv, nc: nc, js: js, issuer: issuer, store: store, pub: pub, meter: meter}
 }
 
 func (a *testAPI) token(t *testing.T, user string) string {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/gravitycar/tollgate/internal/config"
+	"github.com/gravitycar/tollgate/internal/pricing"
+	"github.com/gravitycar/tollgate/internal/ratelimit"
 )
 
 // settings is everything the api reads from its environment.
@@ -24,6 +26,12 @@ type settings struct {
 	MaxQuestionChars int
 	SyncWait         time.Duration
 	QueryTTL         time.Duration
+
+	RateLimit   ratelimit.Policy
+	DailyBudget pricing.Nanos
+	Model       string // OPENAI_MODEL: reservations are priced as this model
+	MaxTokens   int    // OPENAI_MAX_TOKENS: the completion part of a reservation
+	PricingFile string
 }
 
 func loadSettings(getenv func(string) string) (settings, error) {
@@ -41,6 +49,18 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		MaxQuestionChars: env.IntRange("MAX_QUESTION_CHARS", 2000, 1, 100_000),
 		SyncWait:         env.Duration("SYNC_WAIT_SECONDS", 60*time.Second),
 		QueryTTL:         env.Duration("QUERY_TTL", 24*time.Hour),
+		RateLimit: ratelimit.Policy{
+			Capacity:        env.Float("TOKEN_BUCKET_CAPACITY", 15),
+			RefillPerSecond: env.Float("TOKEN_REFILL_RATE", 0.016667),
+			DailyLimit:      env.IntRange("DAILY_USER_REQUEST_LIMIT", 30, 0, 1_000_000_000),
+		},
+		DailyBudget: usd(env, "DAILY_BUDGET_USD", "1.00"),
+		Model:       env.String("OPENAI_MODEL", "gpt-4o-mini"),
+		MaxTokens:   env.IntRange("OPENAI_MAX_TOKENS", 512, 1, 1_000_000),
+		PricingFile: env.String("PRICING_FILE", ""),
+	}
+	if err := s.RateLimit.Validate(); err != nil {
+		env.Fail("TOKEN_BUCKET_CAPACITY/TOKEN_REFILL_RATE", fmt.Sprint(s.RateLimit.Capacity, "/", s.RateLimit.RefillPerSecond), err.Error())
 	}
 	if s.QueryTTL < time.Minute {
 		env.Fail("QUERY_TTL", s.QueryTTL.String(), "must be at least 1m")
@@ -61,6 +81,17 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		return settings{}, err
 	}
 	return s, nil
+}
+
+// usd reads an amount of dollars exactly ("1.00", "0.25").
+func usd(env *config.Reader, name, def string) pricing.Nanos {
+	v := env.String(name, def)
+	n, err := pricing.ParseUSD(v)
+	if err != nil || n <= 0 {
+		env.Fail(name, v, "must be a positive amount of US dollars, like 1.00")
+		return 0
+	}
+	return n
 }
 
 // loopback reports whether a listen address is bound to the loopback

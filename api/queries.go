@@ -53,6 +53,7 @@ type Publisher interface {
 
 // queries serves the query endpoints.
 type queries struct {
+	meter    *metering
 	store    *query.Store
 	js       Publisher
 	now      func() time.Time
@@ -161,10 +162,9 @@ func jsonKind(field string) string {
 // The record exists before the message, so a worker never sees a question
 // without its record; if the publish fails the record is marked failed and
 // nothing is half-accepted.
-func (q *queries) submit(ctx context.Context, user, question string, k int) (query.Record, error) {
-	now := q.now().UTC()
+func (q *queries) submit(ctx context.Context, id string, now time.Time, user, question string, k int) (query.Record, error) {
 	rec := query.Record{
-		ID:        query.NewID(now),
+		ID:        id,
 		User:      user,
 		Status:    query.Queued,
 		Question:  question,
@@ -206,8 +206,19 @@ func (q *queries) create(c *gin.Context) {
 		q.refuse(c, err)
 		return
 	}
-	rec, err := q.submit(c.Request.Context(), p.Subject, question, k)
+	now := q.now().UTC()
+	id := query.NewID(now)
+	decision, release, err := q.meter.admit(c.Request.Context(), id, p.Subject, question, k)
 	if err != nil {
+		q.metrics.submitted.WithLabelValues("refused").Inc()
+		reqLogger(c).Info("query refused", "user", p.Subject, "reason", err.Error())
+		q.meter.refuse(c, err)
+		return
+	}
+	rateHeaders(c, decision.Status)
+	rec, err := q.submit(c.Request.Context(), id, now, p.Subject, question, k)
+	if err != nil {
+		release()
 		q.refuse(c, err)
 		return
 	}

@@ -14,14 +14,18 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gravitycar/tollgate/internal/auth"
+	"github.com/gravitycar/tollgate/internal/budget"
 	"github.com/gravitycar/tollgate/internal/config"
 	"github.com/gravitycar/tollgate/internal/logging"
+	"github.com/gravitycar/tollgate/internal/pricing"
 	"github.com/gravitycar/tollgate/internal/query"
 	"github.com/gravitycar/tollgate/internal/queue"
+	"github.com/gravitycar/tollgate/internal/ratelimit"
 )
 
 // run is the api: it reads its settings through getenv, connects to NATS,
@@ -31,17 +35,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	s, err := loadSettings(getenv)
-	if err != nil {
-		return err
-	}
 	if len(args) > 1 {
 		switch args[1] {
 		case "token":
-			return tokenCommand(args[2:], s, stdout)
+			return tokenCommand(args[2:], config.New(getenv).String("DATA_DIR", "./data"), stdout)
 		default:
 			return fmt.Errorf("unknown command %q (commands: token)", args[1])
 		}
+	}
+	s, err := loadSettings(getenv)
+	if err != nil {
+		return err
 	}
 	logger, err := logging.New(stdout, s.LogLevel, s.LogFormat)
 	if err != nil {
@@ -65,13 +69,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := queue.EnsureStreams(ctx, conn.JS, layout, queue.QueriesStream); err != nil {
 		return err
 	}
-	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.QueriesBucket)
+	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket)
+	if err != nil {
+		return err
+	}
+	meter, err := newMetering(s, kvs, logger, time.Now)
 	if err != nil {
 		return err
 	}
 
 	m := newMetrics()
 	q := &queries{
+		meter:    meter,
 		store:    query.NewStore(kvs[queue.QueriesBucket]),
 		js:       conn.JS,
 		now:      time.Now,
@@ -85,8 +94,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if _, err := conn.JS.Stream(ctx, queue.QueriesStream); err != nil {
 			return fmt.Errorf("stream %s: %w", queue.QueriesStream, err)
 		}
-		if _, err := conn.JS.KeyValue(ctx, queue.QueriesBucket); err != nil {
-			return fmt.Errorf("bucket %s: %w", queue.QueriesBucket, err)
+		for _, b := range []string{queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket} {
+			if _, err := conn.JS.KeyValue(ctx, b); err != nil {
+				return fmt.Errorf("bucket %s: %w", b, err)
+			}
+		}
+		select {
+		case <-meter.guard.Ready():
+		default:
+			return errors.New("budget ledger not loaded yet")
 		}
 		return nil
 	}
@@ -106,6 +122,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	logger.Info("listening", "addr", ln.Addr().String(), "auth", s.AuthMode, "nats", natsDesc(s, conn))
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return meter.guard.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -130,6 +147,31 @@ func natsDesc(s settings, conn *queue.Conn) string {
 		return "embedded (in-process)"
 	}
 	return conn.NC.ConnectedUrl()
+}
+
+// newMetering builds the rate limiter and the budget guard.
+func newMetering(s settings, kvs map[string]jetstream.KeyValue, logger *slog.Logger, now func() time.Time) (*metering, error) {
+	prices, err := pricing.Load(s.PricingFile)
+	if err != nil {
+		return nil, fmt.Errorf("PRICING_FILE: %w", err)
+	}
+	price, err := prices.Price(s.Model)
+	if err != nil {
+		return nil, fmt.Errorf("config: OPENAI_MODEL=%q has no price; add it to PRICING_FILE (%w)", s.Model, err)
+	}
+	limiter, err := ratelimit.New(kvs[queue.RateLimitBucket], s.RateLimit, now)
+	if err != nil {
+		return nil, err
+	}
+	return &metering{
+		policy:    s.RateLimit,
+		limiter:   limiter,
+		guard:     budget.NewGuard(kvs[queue.BudgetBucket], s.DailyBudget, logger, now),
+		price:     price,
+		maxTokens: s.MaxTokens,
+		holdFor:   s.QueryTTL,
+		now:       now,
+	}, nil
 }
 
 // devVerifier is the verifier of AUTH_MODE=dev, which can also mint tokens.
@@ -166,11 +208,11 @@ func newVerifier(ctx context.Context, s settings, logger *slog.Logger) (Verifier
 }
 
 // tokenCommand prints a dev token: api token USER [--admin].
-func tokenCommand(args []string, s settings, stdout io.Writer) error {
+func tokenCommand(args []string, dataDir string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] == "" || strings.HasPrefix(args[0], "-") {
 		return errors.New("usage: api token USER [--admin]")
 	}
-	iss, err := auth.LoadOrCreateIssuer(filepath.Join(s.DataDir, "dev"))
+	iss, err := auth.LoadOrCreateIssuer(filepath.Join(dataDir, "dev"))
 	if err != nil {
 		return fmt.Errorf("dev issuer: %w", err)
 	}
@@ -216,9 +258,10 @@ func newRouter(d routerDeps) *gin.Engine {
 	})
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(d.metrics.registry, promhttp.HandlerOpts{})))
 
-	v1 := r.Group("/v1", authenticate(d.verifier))
+	v1 := r.Group("/v1", authenticate(d.verifier), d.queries.meter.withRateHeaders)
 	v1.POST("/queries", d.queries.create)
 	v1.GET("/queries/:id", d.queries.get)
+	v1.GET("/me", d.queries.meter.me)
 
 	if d.devIssuer != nil {
 		r.GET("/dev/token", devToken(d.devIssuer))
