@@ -30,6 +30,8 @@ type testAPI struct {
 	store  *query.Store
 	pub    *failingPublisher
 	meter  *metering
+
+	budgetKV jetstream.KeyValue
 }
 
 // failingPublisher is the real JetStream publisher, which a test can make
@@ -81,7 +83,7 @@ func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust fun
 	if err := queue.EnsureStreams(ctx, js, layout, queue.QueriesStream); err != nil {
 		t.Fatal(err)
 	}
-	kvs, err := queue.EnsureBuckets(ctx, js, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket)
+	kvs, err := queue.EnsureBuckets(ctx, js, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket, queue.AlertsBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +124,12 @@ func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust fun
 		verifier: verifier,
 		queries:  &queries{meter: meter, store: store, js: pub, now: time.Now, maxChars: s.MaxQuestionChars, metrics: m},
 		ready:    func(context.Context) error { return nil },
+		admins:   s.AdminSubjects,
+		usage:    &usage{budgetKV: kvs[queue.BudgetBucket], alertsKV: kvs[queue.AlertsBucket], guard: meter.guard, now: time.Now},
 	})
 	srv := httptest.NewServer(router)
 	t.Cleanup(srv.Close)
-	return &testAPI{srv: srv, nc: nc, js: js, issuer: issuer, store: store, pub: pub, meter: meter}
+	return &testAPI{srv: srv, nc: nc, js: js, issuer: issuer, store: store, pub: pub, meter: meter, budgetKV: kvs[queue.BudgetBucket]}
 }
 
 func (a *testAPI) token(t *testing.T, user string) string {

@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := queue.EnsureStreams(ctx, conn.JS, layout, queue.QueriesStream); err != nil {
 		return err
 	}
-	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket)
+	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket, queue.AlertsBucket)
 	if err != nil {
 		return err
 	}
@@ -108,6 +108,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	router := newRouter(routerDeps{
 		logger: logger, metrics: m, verifier: verifier, queries: q, ready: ready, devIssuer: devIssuerOf(verifier),
+		admins: s.AdminSubjects,
+		usage:  &usage{budgetKV: kvs[queue.BudgetBucket], alertsKV: kvs[queue.AlertsBucket], guard: meter.guard, now: time.Now},
 	})
 
 	ln, err := net.Listen("tcp", s.HTTPAddr)
@@ -235,6 +237,8 @@ type routerDeps struct {
 	queries   *queries
 	ready     func(context.Context) error
 	devIssuer *auth.Issuer
+	admins    []string
+	usage     *usage
 }
 
 func newRouter(d routerDeps) *gin.Engine {
@@ -262,6 +266,7 @@ func newRouter(d routerDeps) *gin.Engine {
 	v1.POST("/queries", d.queries.create)
 	v1.GET("/queries/:id", d.queries.get)
 	v1.GET("/me", d.queries.meter.me)
+	v1.GET("/admin/usage", requireAdmin(d.admins), d.usage.get)
 
 	if d.devIssuer != nil {
 		r.GET("/dev/token", devToken(d.devIssuer))

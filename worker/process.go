@@ -71,8 +71,14 @@ func (p *processor) handle(ctx context.Context, msg jetstream.Msg) {
 
 	rec, _, err := p.store.Get(ctx, sub.ID)
 	switch {
+	case errors.Is(err, query.ErrNotFound) && attempt < p.maxDeliver:
+		// The api writes the record before it publishes, but a replica
+		// that serves the read may not have it yet (R3): try again later.
+		logger.Warn("query record not found yet, will retry", "attempt", attempt)
+		p.settle(msg.NakWithDelay(backoff(attempt)))
+		return
 	case errors.Is(err, query.ErrNotFound):
-		logger.Error("terminating message for a query with no record")
+		logger.Error("terminating message for a query with no record", "attempts", attempt)
 		p.settle(msg.Term())
 		p.metrics.processed.WithLabelValues("poison").Inc()
 		return

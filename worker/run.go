@@ -6,20 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gravitycar/tollgate/internal/config"
 	"github.com/gravitycar/tollgate/internal/llm"
 	"github.com/gravitycar/tollgate/internal/logging"
+	"github.com/gravitycar/tollgate/internal/ops"
 	"github.com/gravitycar/tollgate/internal/pricing"
 	"github.com/gravitycar/tollgate/internal/query"
 	"github.com/gravitycar/tollgate/internal/queue"
@@ -158,7 +155,7 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return index.Run(gctx, kvs[queue.ChunksBucket]) })
-	g.Go(func() error { return serveOps(gctx, s.MetricsAddr, m.registry, ready, logger) })
+	g.Go(func() error { return ops.Serve(gctx, s.MetricsAddr, m.registry, ready, logger) })
 	g.Go(func() error {
 		select {
 		case <-index.Ready():
@@ -218,37 +215,6 @@ func consume(ctx context.Context, cons jetstream.Consumer, p *processor, concurr
 	return nil
 }
 
-// serveOps serves /metrics, /healthz and /readyz for a process without an
-// HTTP API.
-func serveOps(ctx context.Context, addr string, reg *prometheus.Registry, ready func() error, logger *slog.Logger) error {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("METRICS_ADDR %s: %w", addr, err)
-	}
-	logger.Info("ops listening", "addr", ln.Addr().String())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
 // loadPrices loads the price table and checks that the configured model is
 // in it: an unpriced model is an error at start-up, not a free request.
 func loadPrices(s settings) (*pricing.Table, error) {
@@ -288,7 +254,7 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{
-		registry: prometheus.NewRegistry(),
+		registry: ops.NewRegistry(),
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_worker_queries_total",
 			Help: "Questions processed, by outcome (succeeded, failed, retried, poison).",
@@ -298,7 +264,6 @@ func newMetrics() *metrics {
 			Help: "Tokens used, by model and kind (prompt, completion).",
 		}, []string{"model", "kind"}),
 	}
-	m.registry.MustRegister(m.processed, m.tokens,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.processed, m.tokens)
 	return m
 }

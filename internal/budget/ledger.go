@@ -13,11 +13,16 @@
 package budget
 
 import (
+	"cmp"
+	"context"
 	"encoding/base32"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/gravitycar/tollgate/internal/pricing"
@@ -132,4 +137,55 @@ func EncodeUser(user string) string {
 		return "_"
 	}
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString([]byte(user)))
+}
+
+// ReadDay returns a day's ledger; a day with no activity is empty.
+func ReadDay(ctx context.Context, kv jetstream.KeyValue, day string) (Day, error) {
+	d, _, err := getJSON[Day](ctx, kv, DayKey(day))
+	d.Day = day
+	return d, err
+}
+
+// Users returns every user's spend on a day, the biggest spender first.
+func Users(ctx context.Context, kv jetstream.KeyValue, day string) ([]UserDay, error) {
+	lister, err := kv.ListKeysFiltered(ctx, "user."+day+".*")
+	if err != nil {
+		return nil, fmt.Errorf("listing users of %s: %w", day, err)
+	}
+	var users []UserDay
+	for key := range lister.Keys() {
+		u, _, err := getJSON[UserDay](ctx, kv, key)
+		if err != nil {
+			return nil, err
+		}
+		users = append(users, u)
+	}
+	slices.SortFunc(users, func(a, b UserDay) int {
+		if c := cmp.Compare(b.Spent, a.Spent); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.User, b.User)
+	})
+	return users, nil
+}
+
+// Models returns a day's spend by model, the biggest first.
+func (d *Day) Models() []ModelTally {
+	out := make([]ModelTally, 0, len(d.ByModel))
+	for m, t := range d.ByModel {
+		out = append(out, ModelTally{Model: m, Tally: *t})
+	}
+	slices.SortFunc(out, func(a, b ModelTally) int {
+		if c := cmp.Compare(b.Spent, a.Spent); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Model, b.Model)
+	})
+	return out
+}
+
+// ModelTally is one model's line of a day.
+type ModelTally struct {
+	Model string
+	Tally
 }

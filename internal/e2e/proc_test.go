@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		cmd := exec.Command("go", "build", "-race", "-o", dir+"/", "./api", "./worker")
+		cmd := exec.Command("go", "build", "-race", "-o", dir+"/", "./api", "./worker", "./alerter")
 		cmd.Dir = repoRoot()
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {

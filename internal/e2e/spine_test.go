@@ -30,7 +30,7 @@ type system struct {
 	worker *proc
 }
 
-func startSystem(t *testing.T) *system {
+func startSystem(t *testing.T, extra map[string]string) *system {
 	t.Helper()
 	nc := natstest.Start(t)
 	js, err := jetstream.New(nc)
@@ -56,6 +56,9 @@ func startSystem(t *testing.T) *system {
 		"AUTH_ISSUER":        auth.DevIssuer,
 		"AUTH_AUDIENCE":      auth.DevAudience,
 		"WORKER_CONCURRENCY": "4",
+	}
+	for k, v := range extra {
+		env[k] = v
 	}
 	out := runToEnd(t, "worker", env, "ingest", filepath.Join(repoRoot(), "samples", "corpus"))
 	if !strings.Contains(out, "ingested") {
@@ -125,7 +128,7 @@ func (s *system) waitFinished(t *testing.T, id, token string, timeout time.Durat
 }
 
 func TestQuestionToAnswer(t *testing.T) {
-	s := startSystem(t)
+	s := startSystem(t, nil)
 	alice := s.token(t, "auth0|alice")
 
 	status, body := s.call(t, "POST", "/v1/queries", alice, `{"question":"How many requests can I make per day?","k":3}`)
@@ -200,7 +203,7 @@ func TestQuestionToAnswer(t *testing.T) {
 }
 
 func TestManyQuestionsAllAnswered(t *testing.T) {
-	s := startSystem(t)
+	s := startSystem(t, nil)
 	const n = 20
 	ids := make(map[string]string, n)
 	for i := range n {

@@ -2,9 +2,11 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -106,7 +108,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, l Layout, names 
 		default:
 			return fmt.Errorf("unknown stream %q", name)
 		}
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := patiently(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		}); err != nil {
 			return fmt.Errorf("creating stream %s: %w", name, err)
 		}
 	}
@@ -118,11 +123,43 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, l Layout, names 
 func EnsureBuckets(ctx context.Context, js jetstream.JetStream, l Layout, names ...string) (map[string]jetstream.KeyValue, error) {
 	out := make(map[string]jetstream.KeyValue, len(names))
 	for _, name := range names {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, l.BucketConfig(name))
+		var kv jetstream.KeyValue
+		err := patiently(ctx, func(ctx context.Context) (err error) {
+			kv, err = js.CreateOrUpdateKeyValue(ctx, l.BucketConfig(name))
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("creating bucket %s: %w", name, err)
 		}
 		out[name] = kv
 	}
 	return out, nil
+}
+
+// setupPatience is how long stream and bucket creation is retried: a
+// cluster that has just formed may not have elected its meta leader yet.
+const setupPatience = time.Minute
+
+// patiently retries f while it times out or finds no JetStream to answer,
+// for up to setupPatience; other errors (a bad configuration) return at once.
+func patiently(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, setupPatience)
+	defer cancel()
+	delay := 250 * time.Millisecond
+	for {
+		attempt, cancelAttempt := context.WithTimeout(ctx, 10*time.Second)
+		err := f(attempt)
+		cancelAttempt()
+		transient := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) ||
+			errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrTimeout)
+		if err == nil || !transient || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
