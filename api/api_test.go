@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ type testAPI struct {
 	meter  *metering
 
 	budgetKV jetstream.KeyValue
+	hub      *hub
 }
 
 // failingPublisher is the real JetStream publisher, which a test can make
@@ -83,7 +85,7 @@ func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust fun
 	if err := queue.EnsureStreams(ctx, js, layout, queue.QueriesStream); err != nil {
 		t.Fatal(err)
 	}
-	kvs, err := queue.EnsureBuckets(ctx, js, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket, queue.AlertsBucket)
+	kvs, err := queue.EnsureBuckets(ctx, js, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket, queue.AlertsBucket, queue.IdempotencyBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,10 +112,13 @@ func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	guardDone := make(chan struct{})
-	go func() { defer close(guardDone); meter.guard.Run(bg) }()
-	t.Cleanup(func() { cancel(); <-guardDone })
+	h := newHub(logger)
+	var bgDone sync.WaitGroup
+	bgDone.Go(func() { meter.guard.Run(bg) })
+	bgDone.Go(func() { h.run(bg, kvs[queue.QueriesBucket]) })
+	t.Cleanup(func() { cancel(); bgDone.Wait() })
 	<-meter.guard.Ready()
+	<-h.ready
 
 	pub := &failingPublisher{Publisher: js}
 	store := query.NewStore(kvs[queue.QueriesBucket])
@@ -122,14 +127,16 @@ func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust fun
 		logger:   logger,
 		metrics:  m,
 		verifier: verifier,
-		queries:  &queries{meter: meter, store: store, js: pub, now: time.Now, maxChars: s.MaxQuestionChars, metrics: m},
-		ready:    func(context.Context) error { return nil },
-		admins:   s.AdminSubjects,
-		usage:    &usage{budgetKV: kvs[queue.BudgetBucket], alertsKV: kvs[queue.AlertsBucket], guard: meter.guard, now: time.Now},
+		queries: &queries{meter: meter, idem: &idempotency{kv: kvs[queue.IdempotencyBucket]}, hub: h, syncWait: s.SyncWait,
+			store: store, js: pub, now: time.Now, maxChars: s.MaxQuestionChars, metrics: m},
+		corsOrigins: s.CORSOrigins,
+		ready:       func(context.Context) error { return nil },
+		admins:      s.AdminSubjects,
+		usage:       &usage{budgetKV: kvs[queue.BudgetBucket], alertsKV: kvs[queue.AlertsBucket], guard: meter.guard, now: time.Now},
 	})
 	srv := httptest.NewServer(router)
 	t.Cleanup(srv.Close)
-	return &testAPI{srv: srv, nc: nc, js: js, issuer: issuer, store: store, pub: pub, meter: meter, budgetKV: kvs[queue.BudgetBucket]}
+	return &testAPI{srv: srv, nc: nc, js: js, issuer: issuer, store: store, pub: pub, meter: meter, budgetKV: kvs[queue.BudgetBucket], hub: h}
 }
 
 func (a *testAPI) token(t *testing.T, user string) string {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -22,9 +23,10 @@ import (
 )
 
 const (
-	maxBodyBytes = 16 << 10
-	defaultK     = 5
-	maxK         = 20
+	maxWaitSeconds = 60
+	maxBodyBytes   = 16 << 10
+	defaultK       = 5
+	maxK           = 20
 )
 
 // submitRequest is the body of POST /v1/queries and POST /api/query.
@@ -54,6 +56,9 @@ type Publisher interface {
 // queries serves the query endpoints.
 type queries struct {
 	meter    *metering
+	idem     *idempotency
+	hub      *hub
+	syncWait time.Duration
 	store    *query.Store
 	js       Publisher
 	now      func() time.Time
@@ -200,30 +205,15 @@ func (q *queries) submit(ctx context.Context, id string, now time.Time, user, qu
 
 // create handles POST /v1/queries.
 func (q *queries) create(c *gin.Context) {
-	p, _ := principal(c)
-	question, k, err := q.decodeSubmit(c.Request, c.Writer)
-	if err != nil {
-		q.refuse(c, err)
+	rec, ok := q.accept(c)
+	if !ok {
 		return
 	}
-	now := q.now().UTC()
-	id := query.NewID(now)
-	decision, release, err := q.meter.admit(c.Request.Context(), id, p.Subject, question, k)
-	if err != nil {
-		q.metrics.submitted.WithLabelValues("refused").Inc()
-		reqLogger(c).Info("query refused", "user", p.Subject, "reason", err.Error())
-		q.meter.refuse(c, err)
-		return
-	}
-	rateHeaders(c, decision.Status)
-	rec, err := q.submit(c.Request.Context(), id, now, p.Subject, question, k)
-	if err != nil {
-		release()
-		q.refuse(c, err)
-		return
-	}
-	q.metrics.submitted.WithLabelValues("accepted").Inc()
-	reqLogger(c).Info("query accepted", "query_id", rec.ID, "user", p.Subject, "k", k)
+	q.accepted(c, rec)
+}
+
+// accepted answers 202 for a queued (or replayed) query.
+func (q *queries) accepted(c *gin.Context, rec query.Record) {
 	self := "/v1/queries/" + rec.ID
 	c.Header("Location", self)
 	c.JSON(http.StatusAccepted, acceptedResponse{
@@ -232,6 +222,96 @@ func (q *queries) create(c *gin.Context) {
 		CreatedAt: rec.CreatedAt,
 		Links:     links{Self: self, Events: self + "/events"},
 	})
+}
+
+// accept runs a submit up to the queue: validation, idempotency key,
+// budget and rate limit, record and publish. It answers refusals itself
+// and reports false; otherwise it returns the query, new or (for a repeated
+// Idempotency-Key) the one the key created before.
+func (q *queries) accept(c *gin.Context) (query.Record, bool) {
+	p, _ := principal(c)
+	ctx := c.Request.Context()
+	question, k, err := q.decodeSubmit(c.Request, c.Writer)
+	if err != nil {
+		q.refuse(c, err)
+		return query.Record{}, false
+	}
+	now := q.now().UTC()
+	id := query.NewID(now)
+
+	_, hasKey := c.Request.Header["Idempotency-Key"]
+	key := c.GetHeader("Idempotency-Key")
+	if hasKey {
+		if !validIdempotencyKey(key) {
+			q.refuse(c, &errBadRequest{status: http.StatusBadRequest, kind: "validation", detail: "the request has invalid fields",
+				fields: map[string]string{"Idempotency-Key": "must be 1 to 255 printable ASCII characters"}})
+			return query.Record{}, false
+		}
+		existing, err := q.idem.claim(ctx, p.Subject, key, id, question, k)
+		switch {
+		case errors.Is(err, errIdempotencyMismatch):
+			writeProblem(c, http.StatusUnprocessableEntity, "idempotency-key-reused",
+				"this Idempotency-Key was already used with a different request body", nil)
+			return query.Record{}, false
+		case err != nil:
+			q.refuse(c, err)
+			return query.Record{}, false
+		case existing != "":
+			return q.replay(c, existing, p.Subject)
+		}
+	}
+
+	decision, release, err := q.meter.admit(ctx, id, p.Subject, question, k)
+	if err != nil {
+		if hasKey {
+			q.idem.release(p.Subject, key)
+		}
+		q.metrics.submitted.WithLabelValues("refused").Inc()
+		reqLogger(c).Info("query refused", "user", p.Subject, "reason", err.Error())
+		q.meter.refuse(c, err)
+		return query.Record{}, false
+	}
+	rateHeaders(c, decision.Status)
+	rec, err := q.submit(ctx, id, now, p.Subject, question, k)
+	if err != nil {
+		release()
+		if hasKey {
+			q.idem.release(p.Subject, key)
+		}
+		q.refuse(c, err)
+		return query.Record{}, false
+	}
+	q.metrics.submitted.WithLabelValues("accepted").Inc()
+	reqLogger(c).Info("query accepted", "query_id", rec.ID, "user", p.Subject, "k", k)
+	return rec, true
+}
+
+// replay returns the query an Idempotency-Key created. The first request
+// may still be on its way to creating it: wait for the record a moment.
+func (q *queries) replay(c *gin.Context, id, user string) (query.Record, bool) {
+	w, unsubscribe := q.hub.subscribe(id)
+	defer unsubscribe()
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	defer cancel()
+	for {
+		rec, _, err := q.store.Get(ctx, id)
+		if err == nil && rec.User == user {
+			c.Header("Idempotent-Replayed", "true")
+			return rec, true
+		}
+		if err != nil && !errors.Is(err, query.ErrNotFound) {
+			q.refuse(c, err)
+			return query.Record{}, false
+		}
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+			retryAfter(c, time.Second)
+			writeProblem(c, http.StatusConflict, "idempotency-key-in-flight",
+				"a request with this Idempotency-Key is still being processed; retry shortly", nil)
+			return query.Record{}, false
+		}
+	}
 }
 
 // refuse maps a submit error to its HTTP answer.
@@ -251,21 +331,49 @@ func (q *queries) refuse(c *gin.Context, err error) {
 	}
 }
 
-// get handles GET /v1/queries/{id}. Another user's query is 404, never 403,
-// so ids cannot be probed.
+// get handles GET /v1/queries/{id}[?wait=N]. Another user's query is
+// 404, never 403, so ids cannot be probed. With wait, the request is held
+// until the query is finished or N seconds pass.
 func (q *queries) get(c *gin.Context) {
+	wait := 0
+	if v, ok := c.GetQuery("wait"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > maxWaitSeconds {
+			writeProblem(c, http.StatusBadRequest, "validation", "the request has invalid fields",
+				map[string]string{"wait": fmt.Sprintf("must be a whole number of seconds from 0 to %d", maxWaitSeconds)})
+			return
+		}
+		wait = n
+	}
+	id := c.Param("id")
+	w, unsubscribe := q.hub.subscribe(id)
+	defer unsubscribe()
+	rec, rev, ok := q.owned(c, id)
+	if !ok {
+		return
+	}
+	if wait > 0 && !rec.Status.Final() {
+		ctx, cancel := context.WithTimeout(c.Request.Context(), time.Duration(wait)*time.Second)
+		rec, _ = awaitFinal(ctx, w, rec, rev)
+		cancel()
+	}
+	c.JSON(http.StatusOK, rec.Public())
+}
+
+// owned reads a record for its owner, answering 404 (or 503) otherwise.
+func (q *queries) owned(c *gin.Context, id string) (query.Record, uint64, bool) {
 	p, _ := principal(c)
-	rec, _, err := q.store.Get(c.Request.Context(), c.Param("id"))
+	rec, rev, err := q.store.Get(c.Request.Context(), id)
 	if errors.Is(err, query.ErrNotFound) || (err == nil && rec.User != p.Subject) {
 		writeProblem(c, http.StatusNotFound, "not-found", "no query with this id", nil)
-		return
+		return query.Record{}, 0, false
 	}
 	if err != nil {
 		reqLogger(c).Error("reading query", "err", err)
 		c.Error(err)
 		retryAfter(c, 5*time.Second)
 		writeProblem(c, http.StatusServiceUnavailable, "store-unavailable", "the query store is unavailable, try again", nil)
-		return
+		return query.Record{}, 0, false
 	}
-	c.JSON(http.StatusOK, rec.Public())
+	return rec, rev, true
 }

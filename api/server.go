@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := queue.EnsureStreams(ctx, conn.JS, layout, queue.QueriesStream); err != nil {
 		return err
 	}
-	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket, queue.AlertsBucket)
+	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.QueriesBucket, queue.RateLimitBucket, queue.BudgetBucket, queue.AlertsBucket, queue.IdempotencyBucket)
 	if err != nil {
 		return err
 	}
@@ -79,8 +79,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	m := newMetrics()
+	h := newHub(logger)
 	q := &queries{
 		meter:    meter,
+		idem:     &idempotency{kv: kvs[queue.IdempotencyBucket]},
+		hub:      h,
+		syncWait: s.SyncWait,
 		store:    query.NewStore(kvs[queue.QueriesBucket]),
 		js:       conn.JS,
 		now:      time.Now,
@@ -104,12 +108,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		default:
 			return errors.New("budget ledger not loaded yet")
 		}
+		select {
+		case <-h.ready:
+		default:
+			return errors.New("query watch not started yet")
+		}
 		return nil
 	}
 	router := newRouter(routerDeps{
 		logger: logger, metrics: m, verifier: verifier, queries: q, ready: ready, devIssuer: devIssuerOf(verifier),
-		admins: s.AdminSubjects,
-		usage:  &usage{budgetKV: kvs[queue.BudgetBucket], alertsKV: kvs[queue.AlertsBucket], guard: meter.guard, now: time.Now},
+		admins: s.AdminSubjects, corsOrigins: s.CORSOrigins,
+		usage: &usage{budgetKV: kvs[queue.BudgetBucket], alertsKV: kvs[queue.AlertsBucket], guard: meter.guard, now: time.Now},
 	})
 
 	ln, err := net.Listen("tcp", s.HTTPAddr)
@@ -125,6 +134,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return meter.guard.Run(gctx) })
+	g.Go(func() error { return h.run(gctx, kvs[queue.QueriesBucket]) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -231,14 +241,15 @@ func tokenCommand(args []string, dataDir string, stdout io.Writer) error {
 }
 
 type routerDeps struct {
-	logger    *slog.Logger
-	metrics   *metrics
-	verifier  Verifier
-	queries   *queries
-	ready     func(context.Context) error
-	devIssuer *auth.Issuer
-	admins    []string
-	usage     *usage
+	logger      *slog.Logger
+	metrics     *metrics
+	verifier    Verifier
+	queries     *queries
+	ready       func(context.Context) error
+	devIssuer   *auth.Issuer
+	admins      []string
+	usage       *usage
+	corsOrigins []string
 }
 
 func newRouter(d routerDeps) *gin.Engine {
@@ -246,7 +257,7 @@ func newRouter(d routerDeps) *gin.Engine {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(requestID(), accessLog(d.logger, d.metrics), recovery())
+	r.Use(requestID(), accessLog(d.logger, d.metrics), recovery(), cors(d.corsOrigins))
 
 	health := func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
 	r.GET("/health", health)
@@ -265,12 +276,15 @@ func newRouter(d routerDeps) *gin.Engine {
 	v1 := r.Group("/v1", authenticate(d.verifier), d.queries.meter.withRateHeaders)
 	v1.POST("/queries", d.queries.create)
 	v1.GET("/queries/:id", d.queries.get)
+	v1.GET("/queries/:id/events", d.queries.events)
 	v1.GET("/me", d.queries.meter.me)
 	v1.GET("/admin/usage", requireAdmin(d.admins), d.usage.get)
+	r.POST("/api/query", authenticate(d.verifier), d.queries.meter.withRateHeaders, d.queries.sync)
 
 	if d.devIssuer != nil {
 		r.GET("/dev/token", devToken(d.devIssuer))
 	}
+	serveWeb(r)
 
 	r.NoRoute(func(c *gin.Context) { writeProblem(c, http.StatusNotFound, "not-found", "no such endpoint", nil) })
 	r.NoMethod(func(c *gin.Context) {

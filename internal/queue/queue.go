@@ -9,17 +9,18 @@ import (
 
 // Subjects and names fixed by the contract (DESIGN.md, "Streams, buckets and events").
 const (
-	QueriesStream   = "QUERIES"
-	QueriesSubject  = "tollgate.queries.submitted"
-	UsageStream     = "USAGE"
-	UsageSubject    = "tollgate.usage.completed"
-	QueriesBucket   = "queries"
-	RateLimitBucket = "ratelimit"
-	BudgetBucket    = "budget"
-	AlertsBucket    = "alerts"
-	ChunksBucket    = "chunks"
-	WorkersConsumer = "workers"
-	AlerterConsumer = "alerter"
+	QueriesStream     = "QUERIES"
+	QueriesSubject    = "tollgate.queries.submitted"
+	UsageStream       = "USAGE"
+	UsageSubject      = "tollgate.usage.completed"
+	QueriesBucket     = "queries"
+	RateLimitBucket   = "ratelimit"
+	BudgetBucket      = "budget"
+	AlertsBucket      = "alerts"
+	ChunksBucket      = "chunks"
+	IdempotencyBucket = "idempotency"
+	WorkersConsumer   = "workers"
+	AlerterConsumer   = "alerter"
 )
 
 // Submission is the message on QueriesSubject: one accepted question.

@@ -89,6 +89,9 @@ func (l Layout) BucketConfig(name string) jetstream.KeyValueConfig {
 		cfg.LimitMarkerTTL = time.Hour // enables per-key TTLs, for the ledger's request-id bindings
 	case AlertsBucket:
 		cfg.Description = "Budget alerts per day and threshold"
+	case IdempotencyBucket:
+		cfg.Description = "Idempotency keys of submits, per user, for 24 hours"
+		cfg.TTL = 24 * time.Hour
 	case ChunksBucket:
 		cfg.Description = "Document chunks for the embedded index, by content hash"
 	}
