@@ -20,6 +20,8 @@ type settings struct {
 	OpenAIModel     string
 	OpenAIMaxTokens int
 	PricingFile     string
+	AnswerTimeout   time.Duration
+	AnswerCacheTTL  time.Duration
 }
 
 func loadSettings(getenv func(string) string) (settings, error) {
@@ -36,6 +38,8 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		OpenAIModel:     env.String("OPENAI_MODEL", "gpt-4o-mini"),
 		OpenAIMaxTokens: env.IntRange("OPENAI_MAX_TOKENS", 512, 1, 1_000_000),
 		PricingFile:     env.String("PRICING_FILE", ""),
+		AnswerTimeout:   env.Duration("WORKER_ANSWER_TIMEOUT", 2*time.Minute),
+		AnswerCacheTTL:  env.Duration("ANSWER_CACHE_TTL", 24*time.Hour),
 	}
 	if s.AckWait < time.Second {
 		env.Fail("WORKER_ACK_WAIT", s.AckWait.String(), "must be at least 1s")

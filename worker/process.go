@@ -49,8 +49,20 @@ type processor struct {
 	ackWait    time.Duration
 	maxDeliver int
 	prices     *pricing.Table
-	model      string // OPENAI_MODEL: what usage without a priced model is billed as
+	model      string        // OPENAI_MODEL: what usage without a priced model is billed as
+	timeout    time.Duration // longest one attempt may take (WORKER_ANSWER_TIMEOUT)
+	cache      answerCache
 }
+
+// failure is an attempt that failed for good: the query is failed with its
+// code, and any tokens it used are still charged.
+type failure struct {
+	code    string
+	message string
+	usage   *query.Usage
+}
+
+func (f *failure) Error() string { return f.code + ": " + f.message }
 
 // handle processes one message and settles it: Ack when the query is
 // finished (succeeded or failed for good), Nak when it should be tried
@@ -99,9 +111,20 @@ func (p *processor) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 
 	stop := p.heartbeat(msg)
-	rec, err = p.answer(ctx, logger, sub, attempt)
+	actx, cancel := context.WithTimeout(ctx, p.timeout)
+	rec, err = p.answer(actx, logger, sub)
+	cancel()
 	stop()
+	var failed *failure
 	switch {
+	case errors.As(err, &failed):
+		logger.Error("query failed", "code", failed.code, "err", failed.message)
+		rec, err = p.fail(ctx, sub.ID, failed.code, failed.message, failed.usage)
+		if err != nil {
+			logger.Error("marking query failed", "err", err)
+			p.settle(msg.NakWithDelay(backoff(attempt)))
+			return
+		}
 	case ctx.Err() != nil:
 		// Shutting down: hand the question back at once for another worker.
 		logger.Info("handing query back: shutting down")
@@ -115,7 +138,7 @@ func (p *processor) handle(ctx context.Context, msg jetstream.Msg) {
 	case err != nil:
 		logger.Error("answering failed on the last attempt", "attempt", attempt, "err", err)
 		rec, err = p.fail(ctx, sub.ID, query.CodeMaxDeliveries,
-			fmt.Sprintf("gave up after %d attempts: %v", attempt, err))
+			fmt.Sprintf("gave up after %d attempts: %v", attempt, err), nil)
 		if err != nil {
 			logger.Error("marking query failed", "err", err)
 			p.settle(msg.NakWithDelay(backoff(attempt)))
@@ -134,7 +157,7 @@ func (p *processor) handle(ctx context.Context, msg jetstream.Msg) {
 
 // answer runs one attempt: mark running, retrieve, generate, store the
 // result. It returns the finished record.
-func (p *processor) answer(ctx context.Context, logger *slog.Logger, sub queue.Submission, attempt int) (query.Record, error) {
+func (p *processor) answer(ctx context.Context, logger *slog.Logger, sub queue.Submission) (query.Record, error) {
 	start := p.now().UTC()
 	if _, err := p.store.Update(ctx, sub.ID, func(r *query.Record) error {
 		r.Status = query.Running
@@ -146,26 +169,50 @@ func (p *processor) answer(ctx context.Context, logger *slog.Logger, sub queue.S
 		return query.Record{}, fmt.Errorf("marking running: %w", err)
 	}
 
+	key := cacheKey(sub.Question, sub.K, p.model)
+	if hit, ok := p.cache.get(ctx, key); ok {
+		p.metrics.processed.WithLabelValues("cached").Inc()
+		return p.succeed(ctx, sub.ID, hit.Answer, hit.Sources, &query.Usage{Model: hit.Model, Cached: true})
+	}
+
 	passages, err := p.retriever.Search(ctx, sub.Question, sub.K)
 	if err != nil {
 		return query.Record{}, fmt.Errorf("retrieving passages: %w", err)
 	}
 	ans, err := p.generator.Generate(ctx, sub.Question, passages)
-	if err != nil {
+	var usage *query.Usage
+	if ans.Usage.PromptTokens+ans.Usage.CompletionTokens > 0 {
+		p.metrics.tokens.WithLabelValues(ans.Usage.Model, "prompt").Add(float64(ans.Usage.PromptTokens))
+		p.metrics.tokens.WithLabelValues(ans.Usage.Model, "completion").Add(float64(ans.Usage.CompletionTokens))
+		usage = p.price(logger, ans.Usage)
+	}
+	var refused *llm.PermanentError
+	switch {
+	case errors.As(err, &refused):
+		return query.Record{}, &failure{code: refused.Code, message: err.Error(), usage: usage}
+	case errors.Is(err, llm.ErrNoChoices):
+		// Billed, but nothing to show: retrying would bill again.
+		return query.Record{}, &failure{code: query.CodeGeneration, message: "the model returned no answer", usage: usage}
+	case err != nil:
 		return query.Record{}, fmt.Errorf("generating answer: %w", err)
 	}
-	p.metrics.tokens.WithLabelValues(ans.Usage.Model, "prompt").Add(float64(ans.Usage.PromptTokens))
-	p.metrics.tokens.WithLabelValues(ans.Usage.Model, "completion").Add(float64(ans.Usage.CompletionTokens))
-	usage := p.price(logger, ans.Usage)
 
 	sources := make([]query.Source, len(passages))
 	for i, ps := range passages {
 		sources[i] = query.Source{ID: ps.ID, Title: ps.Title, Source: ps.Source, Snippet: snippet(ps.Text, 300), Score: ps.Score}
 	}
-	return p.store.Update(ctx, sub.ID, func(r *query.Record) error {
+	if err := p.cache.put(ctx, key, cachedAnswer{Answer: ans.Text, Sources: sources, Model: ans.Usage.Model}); err != nil {
+		logger.Warn("caching the answer", "err", err)
+	}
+	return p.succeed(ctx, sub.ID, ans.Text, sources, usage)
+}
+
+// succeed stores a query's answer.
+func (p *processor) succeed(ctx context.Context, id, answer string, sources []query.Source, usage *query.Usage) (query.Record, error) {
+	return p.store.Update(ctx, id, func(r *query.Record) error {
 		done := p.now().UTC()
 		r.Status = query.Succeeded
-		r.Answer = ans.Text
+		r.Answer = answer
 		r.Sources = sources
 		r.Usage = usage
 		r.Error = nil
@@ -199,12 +246,16 @@ func (p *processor) price(logger *slog.Logger, u llm.Usage) *query.Usage {
 	return out
 }
 
-// fail marks a query failed for good.
-func (p *processor) fail(ctx context.Context, id, code, message string) (query.Record, error) {
+// fail marks a query failed for good, keeping the usage of any tokens the
+// failed attempt consumed so that they are charged.
+func (p *processor) fail(ctx context.Context, id, code, message string, usage *query.Usage) (query.Record, error) {
 	return p.store.Update(ctx, id, func(r *query.Record) error {
 		done := p.now().UTC()
 		r.Status = query.Failed
 		r.Error = &query.Error{Code: code, Message: message}
+		if usage != nil {
+			r.Usage = usage
+		}
 		r.CompletedAt = &done
 		return nil
 	})

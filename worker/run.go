@@ -140,6 +140,14 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 		maxDeliver: s.MaxDeliver,
 		prices:     prices,
 		model:      s.OpenAIModel,
+		timeout:    s.AnswerTimeout,
+	}
+	if s.AnswerCacheTTL > 0 {
+		kv, err := conn.JS.CreateOrUpdateKeyValue(ctx, answersBucket(s.AnswerCacheTTL, s.Replicas))
+		if err != nil {
+			return fmt.Errorf("creating the answer cache: %w", err)
+		}
+		p.cache = answerCache{kv: kv}
 	}
 	ready := func() error {
 		if !conn.NC.IsConnected() {
@@ -155,6 +163,11 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return index.Run(gctx, kvs[queue.ChunksBucket]) })
+	stream, err := conn.JS.Stream(ctx, queue.QueriesStream)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", queue.QueriesStream, err)
+	}
+	g.Go(func() error { return settleAbandoned(gctx, conn.NC, stream, p, logger) })
 	g.Go(func() error { return ops.Serve(gctx, s.MetricsAddr, m.registry, ready, logger) })
 	g.Go(func() error {
 		select {

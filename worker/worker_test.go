@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 // rig is a worker's world: a real nats-server with the streams and
 // buckets, an index over the sample corpus, and a model endpoint.
 type rig struct {
+	conn  *nats.Conn
 	js    jetstream.JetStream
 	store *query.Store
 	index *rag.Index
@@ -46,7 +47,8 @@ type rig struct {
 func newRig(t *testing.T, ackWait time.Duration, maxDeliver int) *rig {
 	t.Helper()
 	ctx := t.Context()
-	js, err := jetstream.New(natstest.Start(t))
+	nc := natstest.Start(t)
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,14 +82,14 @@ func newRig(t *testing.T, ackWait time.Duration, maxDeliver int) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{js: js, store: query.NewStore(kvs[queue.QueriesBucket]), index: index, cons: cons}
+	return &rig{conn: nc, js: js, store: query.NewStore(kvs[queue.QueriesBucket]), index: index, cons: cons}
 }
 
 func (r *rig) processor(gen Generator, ackWait time.Duration, maxDeliver int) *processor {
 	return &processor{
 		store: r.store, pub: r.js, retriever: r.index, generator: gen, now: time.Now,
 		logger: slog.New(slog.DiscardHandler), metrics: newMetrics(), ackWait: ackWait, maxDeliver: maxDeliver,
-		prices: pricing.Default(), model: "gpt-4o-mini",
+		prices: pricing.Default(), model: "gpt-4o-mini", timeout: time.Minute,
 	}
 }
 
@@ -294,15 +296,17 @@ func TestFailsAfterMaxDeliveries(t *testing.T) {
 	m := newModel(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, `{"error":{"message":"boom","type":"server_error"}}`, http.StatusInternalServerError)
 	})
-	r.run(t, r.processor(m.generator(), 5*time.Second, maxDeliver), 1, time.Second)
+	p := r.processor(m.generator(), 5*time.Second, maxDeliver)
+	p.timeout = time.Second // each attempt retries the 500s for a second, then gives the message back
+	r.run(t, p, 1, time.Second)
 
 	id := r.submit(t, "How many requests can I make per day?")
 	rec := r.waitStatus(t, id, query.Failed)
 	if rec.Error == nil || rec.Error.Code != query.CodeMaxDeliveries || rec.CompletedAt == nil {
 		t.Fatalf("record %+v", rec)
 	}
-	if got := m.calls.Load(); got != maxDeliver {
-		t.Fatalf("model called %d times, want %d", got, maxDeliver)
+	if got := m.calls.Load(); got < 2*maxDeliver {
+		t.Fatalf("model called %d times, want retries within each of the %d attempts", got, maxDeliver)
 	}
 	waitFor(t, func() bool { return r.pending(t) == 0 })
 	evs := r.usageEvents(t)
@@ -375,4 +379,88 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestPermanentModelErrorFailsFastAndChargesUsedTokens(t *testing.T) {
+	r := newRig(t, 5*time.Second, 5)
+	m := newModel(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(400)
+		fmt.Fprint(w, `{"error":{"message":"This model's maximum context length is 128000 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}`)
+	})
+	r.run(t, r.processor(m.generator(), 5*time.Second, 5), 1, time.Second)
+	id := r.submit(t, "q")
+	rec := r.waitStatus(t, id, query.Failed)
+	if rec.Error == nil || rec.Error.Code != "context_too_long" {
+		t.Fatalf("error %+v, want context_too_long", rec.Error)
+	}
+	if m.calls.Load() != 1 {
+		t.Fatalf("model called %d times for a permanent error", m.calls.Load())
+	}
+	waitFor(t, func() bool { return len(r.usageEvents(t)) == 1 })
+
+	// A billed response with no answer fails the query and charges it.
+	billed := newModel(t, func(_ int64, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":300,"completion_tokens":0}}`)
+	})
+	r2 := newRig(t, 5*time.Second, 5)
+	r2.run(t, r2.processor(billed.generator(), 5*time.Second, 5), 1, time.Second)
+	id = r2.submit(t, "q")
+	rec = r2.waitStatus(t, id, query.Failed)
+	if rec.Usage == nil || rec.Usage.PromptTokens != 300 {
+		t.Fatalf("usage %+v, want the 300 billed tokens kept", rec.Usage)
+	}
+	waitFor(t, func() bool { evs := r2.usageEvents(t); return len(evs) == 1 && evs[0].PromptTokens == 300 })
+}
+
+func TestAnswerCache(t *testing.T) {
+	r := newRig(t, 5*time.Second, 3)
+	kv, err := r.js.CreateOrUpdateKeyValue(t.Context(), answersBucket(time.Hour, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newModel(t, func(_ int64, w http.ResponseWriter, _ *http.Request) { completion(w, "Thirty [1].", 500, 5) })
+	p := r.processor(m.generator(), 5*time.Second, 3)
+	p.cache = answerCache{kv: kv}
+	r.run(t, p, 1, time.Second)
+
+	first := r.waitStatus(t, r.submit(t, "How many requests per day?"), query.Succeeded)
+	again := r.waitStatus(t, r.submit(t, "  how MANY requests   per day? "), query.Succeeded)
+	if m.calls.Load() != 1 {
+		t.Fatalf("model called %d times for a repeated question", m.calls.Load())
+	}
+	if again.Answer != first.Answer || len(again.Sources) != len(first.Sources) || again.Usage == nil || !again.Usage.Cached ||
+		again.Usage.PromptTokens != 0 || again.Usage.CostUSD != 0 {
+		t.Fatalf("cached answer %+v usage %+v", again.Answer, again.Usage)
+	}
+	waitFor(t, func() bool { return len(r.usageEvents(t)) == 2 })
+	if ev := r.usageEvents(t)[1]; ev.PromptTokens+ev.CompletionTokens != 0 {
+		t.Fatalf("cached answer's usage event %+v, want zero tokens ($0)", ev)
+	}
+}
+
+func TestAbandonedQuestionIsFailedNotStuck(t *testing.T) {
+	// A worker takes the question and dies without a word, on its only
+	// allowed delivery: the advisory lets another worker settle it.
+	r := newRig(t, time.Second, 1)
+	id := r.submit(t, "q")
+	batch, err := r.cons.FetchNoWait(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() { // taken, never acked
+	}
+	stream, _ := r.js.Stream(t.Context(), queue.QueriesStream)
+	p := r.processor(offline(t), time.Second, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- settleAbandoned(ctx, r.conn, stream, p, p.logger) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	rec := r.waitStatus(t, id, query.Failed)
+	if rec.Error == nil || rec.Error.Code != query.CodeMaxDeliveries {
+		t.Fatalf("record %+v", rec)
+	}
+	waitFor(t, func() bool { return r.pending(t) == 0 && len(r.usageEvents(t)) == 1 })
 }

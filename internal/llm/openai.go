@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	openai "github.com/sashabaranov/go-openai"
 
@@ -29,6 +30,8 @@ type OpenAIConfig struct {
 	// HTTPClient makes the requests; a plain http.Client when nil.
 	// Deadlines come from the context passed to Generate.
 	HTTPClient *http.Client
+	// Backoff tunes retries of 429, 5xx and network failures.
+	Backoff Backoff
 }
 
 // OpenAI answers through an OpenAI-compatible chat completions endpoint.
@@ -40,6 +43,7 @@ type OpenAI struct {
 	// capCompletion sends the cap as max_completion_tokens, for models that
 	// refuse max_tokens (o-series, gpt-5 and later reasoning models).
 	capCompletion bool
+	backoff       Backoff
 }
 
 // NewOpenAI returns a generator for cfg. It makes no requests.
@@ -48,9 +52,17 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 	if cfg.BaseURL != "" {
 		conf.BaseURL = cfg.BaseURL
 	}
+	hc := &http.Client{}
 	if cfg.HTTPClient != nil {
-		conf.HTTPClient = cfg.HTTPClient
+		c := *cfg.HTTPClient
+		hc = &c
 	}
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	hc.Transport = retryAfterTransport{next: next}
+	conf.HTTPClient = hc
 	model := cfg.Model
 	if model == "" {
 		model = DefaultModel
@@ -60,6 +72,7 @@ func NewOpenAI(cfg OpenAIConfig) *OpenAI {
 		model:         model,
 		maxTokens:     cfg.MaxTokens,
 		capCompletion: refusesMaxTokens(model, cfg.MaxTokens),
+		backoff:       cfg.Backoff,
 	}
 }
 
@@ -87,7 +100,7 @@ func (g *OpenAI) Generate(ctx context.Context, question string, passages []rag.P
 		// OpenAI-compatible server (vLLM, Ollama, gateways) understands.
 		req.MaxTokens = g.maxTokens //nolint:staticcheck // SA1019: see above.
 	}
-	resp, err := g.client.CreateChatCompletion(ctx, req)
+	resp, err := g.complete(ctx, req)
 	if err != nil {
 		return Answer{}, fmt.Errorf("chat completion with %s: %w", g.model, err)
 	}
@@ -106,6 +119,36 @@ func (g *OpenAI) Generate(ctx context.Context, question string, passages []rag.P
 		return Answer{Usage: usage}, fmt.Errorf("chat completion with %s: %w", g.model, ErrNoChoices)
 	}
 	return Answer{Text: resp.Choices[0].Message.Content, Usage: usage}, nil
+}
+
+// complete calls the endpoint, retrying 429, 5xx and network failures with
+// exponential backoff and jitter, never sooner than the endpoint's
+// Retry-After, until ctx ends. A refusal is returned at once as a
+// *PermanentError.
+func (g *OpenAI) complete(ctx context.Context, req openai.ChatCompletionRequest) (openai.ChatCompletionResponse, error) {
+	for attempt := 0; ; attempt++ {
+		box := &retryAfterBox{}
+		resp, err := g.client.CreateChatCompletion(context.WithValue(ctx, retryAfterKey{}, box), req)
+		if err == nil {
+			return resp, nil
+		}
+		transient, permanent := classify(err)
+		if permanent != nil {
+			return resp, permanent
+		}
+		if !transient || ctx.Err() != nil {
+			return resp, err
+		}
+		box.mu.Lock()
+		wait := g.backoff.delay(attempt, box.d)
+		box.mu.Unlock()
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return resp, err // no time left for another try: the caller retries later
+		}
+		if !sleep(ctx, wait) {
+			return resp, err
+		}
+	}
 }
 
 // refusesMaxTokens reports whether go-openai would refuse a request for model

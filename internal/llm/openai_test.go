@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	openai "github.com/sashabaranov/go-openai"
 
@@ -215,8 +218,11 @@ func TestOpenAIErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			g, _ := fakeChat(t, OpenAIConfig{APIKey: "k", Model: "gpt-4o-mini"}, tt.status, tt.body)
-			ans, err := g.Generate(t.Context(), "q", testPassages())
+			g, _ := fakeChat(t, OpenAIConfig{APIKey: "k", Model: "gpt-4o-mini", Backoff: Backoff{Initial: 5 * time.Millisecond, Max: 10 * time.Millisecond}}, tt.status, tt.body)
+			// Transient failures are retried until the deadline is near.
+			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			defer cancel()
+			ans, err := g.Generate(ctx, "q", testPassages())
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -255,4 +261,100 @@ func TestOpenAICanceled(t *testing.T) {
 	if _, err := g.Generate(ctx, "q", nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
+}
+
+// scripted is an OpenAI-compatible endpoint answering from a list of
+// (status, headers, body), then with the last one forever.
+func scripted(t *testing.T, replies ...func(w http.ResponseWriter)) (*OpenAI, *[]time.Time) {
+	t.Helper()
+	var mu sync.Mutex
+	var calls []time.Time
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		n := len(calls)
+		calls = append(calls, time.Now())
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		replies[min(n, len(replies)-1)](w)
+	}))
+	t.Cleanup(srv.Close)
+	g := NewOpenAI(OpenAIConfig{APIKey: "k", BaseURL: srv.URL + "/v1", Model: "gpt-4o-mini",
+		Backoff: Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond}})
+	return g, &calls
+}
+
+func status(code int, retryAfter string) func(w http.ResponseWriter) {
+	return func(w http.ResponseWriter) {
+		if retryAfter != "" {
+			w.Header().Set("Retry-After", retryAfter)
+		}
+		w.WriteHeader(code)
+		fmt.Fprintf(w, `{"error":{"message":"status %d","type":"x"}}`, code)
+	}
+}
+
+func ok(w http.ResponseWriter) {
+	fmt.Fprint(w, `{"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"fine"}}],"usage":{"prompt_tokens":9,"completion_tokens":1}}`)
+}
+
+func TestOpenAIRetriesTransientFailures(t *testing.T) {
+	t.Parallel()
+	t.Run("429 then success, after Retry-After", func(t *testing.T) {
+		t.Parallel()
+		g, calls := scripted(t, status(429, "1"), ok)
+		ans, err := g.Generate(t.Context(), "q", testPassages())
+		if err != nil || ans.Text != "fine" || ans.Usage.PromptTokens != 9 {
+			t.Fatalf("Generate = %+v, %v", ans, err)
+		}
+		if len(*calls) != 2 || (*calls)[1].Sub((*calls)[0]) < time.Second {
+			t.Fatalf("%d calls, second %v after the first; want 2, at least Retry-After (1s) apart", len(*calls), (*calls)[1].Sub((*calls)[0]))
+		}
+	})
+	t.Run("500 three times then success", func(t *testing.T) {
+		t.Parallel()
+		g, calls := scripted(t, status(500, ""), status(502, ""), status(503, ""), ok)
+		if ans, err := g.Generate(t.Context(), "q", nil); err != nil || ans.Text != "fine" || len(*calls) != 4 {
+			t.Fatalf("Generate = %+v, %v after %d calls", ans, err, len(*calls))
+		}
+	})
+	t.Run("400 fails fast", func(t *testing.T) {
+		t.Parallel()
+		g, calls := scripted(t, status(400, ""))
+		_, err := g.Generate(t.Context(), "q", nil)
+		var pe *PermanentError
+		if !errors.As(err, &pe) || pe.Code != "model_rejected" || !errors.Is(err, ErrPermanent) || len(*calls) != 1 {
+			t.Fatalf("err %v after %d calls, want one permanent model_rejected", err, len(*calls))
+		}
+	})
+	t.Run("context too long", func(t *testing.T) {
+		t.Parallel()
+		g, _ := scripted(t, func(w http.ResponseWriter) {
+			w.WriteHeader(400)
+			fmt.Fprint(w, `{"error":{"message":"maximum context length","type":"invalid_request_error","code":"context_length_exceeded"}}`)
+		})
+		_, err := g.Generate(t.Context(), "q", nil)
+		var pe *PermanentError
+		if !errors.As(err, &pe) || pe.Code != "context_too_long" {
+			t.Fatalf("err %v, want context_too_long", err)
+		}
+	})
+	t.Run("401", func(t *testing.T) {
+		t.Parallel()
+		g, _ := scripted(t, status(401, ""))
+		_, err := g.Generate(t.Context(), "q", nil)
+		var pe *PermanentError
+		if !errors.As(err, &pe) || pe.Code != "model_unauthorized" {
+			t.Fatalf("err %v, want model_unauthorized", err)
+		}
+	})
+	t.Run("gives up before the deadline", func(t *testing.T) {
+		t.Parallel()
+		g, calls := scripted(t, status(503, "30"))
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		start := time.Now()
+		if _, err := g.Generate(ctx, "q", nil); err == nil || len(*calls) != 1 || time.Since(start) > time.Second {
+			t.Fatalf("err %v after %d calls in %v: want the 503 back at once, since Retry-After passes the deadline", err, len(*calls), time.Since(start))
+		}
+	})
 }
