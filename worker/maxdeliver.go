@@ -29,7 +29,10 @@ type maxDeliveriesAdvisory struct {
 // advisory: it fails the query with max_deliveries, publishes its zero
 // usage event (which releases the budget reservation) and removes the
 // message from the queue.
-func settleAbandoned(ctx context.Context, nc *nats.Conn, stream jetstream.Stream, p *processor, logger *slog.Logger) error {
+//
+// The subscription is in place (flushed to the server) when it returns;
+// ctx bounds the handling of each advisory.
+func settleAbandoned(ctx context.Context, nc *nats.Conn, stream jetstream.Stream, p *processor, logger *slog.Logger) (*nats.Subscription, error) {
 	sub, err := nc.QueueSubscribe(maxDeliveriesSubject, queue.WorkersConsumer, func(m *nats.Msg) {
 		var adv maxDeliveriesAdvisory
 		if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
@@ -41,10 +44,13 @@ func settleAbandoned(ctx context.Context, nc *nats.Conn, stream jetstream.Stream
 		}
 	})
 	if err != nil {
-		return fmt.Errorf("subscribing to max-deliveries advisories: %w", err)
+		return nil, fmt.Errorf("subscribing to max-deliveries advisories: %w", err)
 	}
-	<-ctx.Done()
-	return sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribing to max-deliveries advisories: %w", err)
+	}
+	return sub, nil
 }
 
 func (p *processor) abandon(ctx context.Context, stream jetstream.Stream, seq uint64) error {

@@ -167,7 +167,11 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", queue.QueriesStream, err)
 	}
-	g.Go(func() error { return settleAbandoned(gctx, conn.NC, stream, p, logger) })
+	abandoned, err := settleAbandoned(gctx, conn.NC, stream, p, logger)
+	if err != nil {
+		return err
+	}
+	defer abandoned.Unsubscribe()
 	g.Go(func() error { return ops.Serve(gctx, s.MetricsAddr, m.registry, ready, logger) })
 	g.Go(func() error {
 		select {

@@ -444,19 +444,26 @@ func TestAbandonedQuestionIsFailedNotStuck(t *testing.T) {
 	// A worker takes the question and dies without a word, on its only
 	// allowed delivery: the advisory lets another worker settle it.
 	r := newRig(t, time.Second, 1)
-	id := r.submit(t, "q")
-	batch, err := r.cons.FetchNoWait(1)
+	stream, _ := r.js.Stream(t.Context(), queue.QueriesStream)
+	p := r.processor(offline(t), time.Second, 1)
+	sub, err := settleAbandoned(t.Context(), r.conn, stream, p, p.logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range batch.Messages() { // taken, never acked
+	t.Cleanup(func() { sub.Unsubscribe() })
+
+	id := r.submit(t, "q")
+	batch, err := r.cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
 	}
-	stream, _ := r.js.Stream(t.Context(), queue.QueriesStream)
-	p := r.processor(offline(t), time.Second, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- settleAbandoned(ctx, r.conn, stream, p, p.logger) }()
-	t.Cleanup(func() { cancel(); <-done })
+	taken := 0
+	for range batch.Messages() { // taken, never acked
+		taken++
+	}
+	if taken != 1 {
+		t.Fatalf("fetched %d questions, want 1", taken)
+	}
 
 	rec := r.waitStatus(t, id, query.Failed)
 	if rec.Error == nil || rec.Error.Code != query.CodeMaxDeliveries {
