@@ -44,7 +44,7 @@ type rig struct {
 	cons  jetstream.Consumer
 }
 
-func newRig(t *testing.T, ackWait time.Duration, maxDeliver int) *rig {
+func newRig(t testing.TB, ackWait time.Duration, maxDeliver int) *rig {
 	t.Helper()
 	ctx := t.Context()
 	nc := natstest.Start(t)
@@ -94,7 +94,7 @@ func (r *rig) processor(gen Generator, ackWait time.Duration, maxDeliver int) *p
 }
 
 // submit does what the api does: record, then publish.
-func (r *rig) submit(t *testing.T, question string) string {
+func (r *rig) submit(t testing.TB, question string) string {
 	t.Helper()
 	now := time.Now().UTC()
 	id := query.NewID(now)
@@ -105,7 +105,7 @@ func (r *rig) submit(t *testing.T, question string) string {
 	return id
 }
 
-func (r *rig) publish(t *testing.T, id string, sub any) {
+func (r *rig) publish(t testing.TB, id string, sub any) {
 	t.Helper()
 	var data []byte
 	switch v := sub.(type) {
@@ -120,7 +120,7 @@ func (r *rig) publish(t *testing.T, id string, sub any) {
 }
 
 // run consumes until the returned stop is called.
-func (r *rig) run(t *testing.T, p *processor, concurrency int, grace time.Duration) (stop func()) {
+func (r *rig) run(t testing.TB, p *processor, concurrency int, grace time.Duration) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -138,7 +138,7 @@ func (r *rig) run(t *testing.T, p *processor, concurrency int, grace time.Durati
 	return stop
 }
 
-func (r *rig) waitStatus(t *testing.T, id string, want query.Status) query.Record {
+func (r *rig) waitStatus(t testing.TB, id string, want query.Status) query.Record {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -153,7 +153,7 @@ func (r *rig) waitStatus(t *testing.T, id string, want query.Status) query.Recor
 	}
 }
 
-func (r *rig) usageEvents(t *testing.T) []queue.UsageEvent {
+func (r *rig) usageEvents(t testing.TB) []queue.UsageEvent {
 	t.Helper()
 	s, err := r.js.Stream(t.Context(), queue.UsageStream)
 	if err != nil {
@@ -176,7 +176,7 @@ func (r *rig) usageEvents(t *testing.T) []queue.UsageEvent {
 	return out
 }
 
-func (r *rig) pending(t *testing.T) uint64 {
+func (r *rig) pending(t testing.TB) uint64 {
 	t.Helper()
 	s, _ := r.js.Stream(t.Context(), queue.QueriesStream)
 	info, err := s.Info(t.Context())
@@ -186,7 +186,7 @@ func (r *rig) pending(t *testing.T) uint64 {
 	return info.State.Msgs
 }
 
-func offline(t *testing.T) *llm.Offline {
+func offline(t testing.TB) *llm.Offline {
 	t.Helper()
 	g, err := llm.NewOffline()
 	if err != nil {
@@ -201,7 +201,7 @@ type model struct {
 	calls atomic.Int64
 }
 
-func newModel(t *testing.T, reply func(n int64, w http.ResponseWriter, r *http.Request)) *model {
+func newModel(t testing.TB, reply func(n int64, w http.ResponseWriter, r *http.Request)) *model {
 	t.Helper()
 	m := &model{}
 	m.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -370,7 +370,7 @@ func TestSlowModelIsNotRedelivered(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
