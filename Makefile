@@ -23,9 +23,10 @@ token: ## print a dev token: make token USER=alice
 	@$(GO) run ./api token $(USER)
 
 .PHONY: test
-test: ## install what the tests need and run every test
+test: ## install what the tests need (weaviate-server in .tools/) and run every test
+	./scripts/install-weaviate.sh
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 .PHONY: lint
 lint: ## vet and check formatting
