@@ -22,6 +22,11 @@ type settings struct {
 	PricingFile     string
 	AnswerTimeout   time.Duration
 	AnswerCacheTTL  time.Duration
+	EmbeddingModel  string
+
+	WeaviateURL        string
+	WeaviateAPIKey     string
+	WeaviateCollection string
 }
 
 func loadSettings(getenv func(string) string) (settings, error) {
@@ -40,6 +45,14 @@ func loadSettings(getenv func(string) string) (settings, error) {
 		PricingFile:     env.String("PRICING_FILE", ""),
 		AnswerTimeout:   env.Duration("WORKER_ANSWER_TIMEOUT", 2*time.Minute),
 		AnswerCacheTTL:  env.Duration("ANSWER_CACHE_TTL", 24*time.Hour),
+		EmbeddingModel:  env.String("OPENAI_EMBEDDING_MODEL", ""),
+
+		WeaviateURL:        env.String("WEAVIATE_URL", ""),
+		WeaviateAPIKey:     env.String("WEAVIATE_API_KEY", ""),
+		WeaviateCollection: env.String("WEAVIATE_COLLECTION", "Chunk"),
+	}
+	if s.EmbeddingModel != "" && s.OpenAIKey == "" {
+		env.Fail("OPENAI_EMBEDDING_MODEL", s.EmbeddingModel, "needs OPENAI_API_KEY (embeddings come from the OpenAI-compatible endpoint)")
 	}
 	if s.AckWait < time.Second {
 		env.Fail("WORKER_ACK_WAIT", s.AckWait.String(), "must be at least 1s")

@@ -21,6 +21,7 @@ import (
 	"github.com/gravitycar/tollgate/internal/query"
 	"github.com/gravitycar/tollgate/internal/queue"
 	"github.com/gravitycar/tollgate/internal/rag"
+	"github.com/gravitycar/tollgate/internal/weaviate"
 )
 
 // drainGrace is how long in-flight questions may run after a shutdown
@@ -64,19 +65,31 @@ func connect(ctx context.Context, s settings, logger *slog.Logger) (*queue.Conn,
 	return conn, queue.Layout{Replicas: s.Replicas, QueryTTL: s.QueryTTL}, err
 }
 
-// ingest loads documents into the chunks bucket, which every running
-// worker's index follows.
+// ingest loads documents into the active index: Weaviate when WEAVIATE_URL
+// is set, otherwise the chunks bucket, which every running worker's
+// embedded index follows.
 func ingest(ctx context.Context, s settings, logger *slog.Logger, path string, stdout io.Writer) error {
-	conn, layout, err := connect(ctx, s, logger)
-	if err != nil {
-		return err
+	var sink rag.Sink
+	if s.WeaviateURL != "" {
+		store, err := openWeaviate(ctx, s)
+		if err != nil {
+			return err
+		}
+		sink = store
+		fmt.Fprintf(stdout, "ingesting into Weaviate %s, collection %s\n", s.WeaviateURL, store.Collection())
+	} else {
+		conn, layout, err := connect(ctx, s, logger)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.ChunksBucket)
+		if err != nil {
+			return err
+		}
+		sink = rag.KVSink{KV: kvs[queue.ChunksBucket]}
 	}
-	defer conn.Close()
-	kvs, err := queue.EnsureBuckets(ctx, conn.JS, layout, queue.ChunksBucket)
-	if err != nil {
-		return err
-	}
-	rep, err := rag.Ingest(ctx, kvs[queue.ChunksBucket], path, stdout)
+	rep, err := rag.IngestInto(ctx, sink, path, stdout)
 	if err != nil {
 		return fmt.Errorf("ingesting %s: %w", path, err)
 	}
@@ -113,14 +126,41 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 		return fmt.Errorf("creating consumer %s: %w", queue.WorkersConsumer, err)
 	}
 
-	index, err := rag.NewIndex(logger)
-	if err != nil {
-		return err
-	}
-	defer index.Close()
 	gen, err := newGenerator(s, logger)
 	if err != nil {
 		return err
+	}
+	var (
+		retriever  Retriever
+		index      *rag.Index // the embedded index, when Weaviate is not used
+		searchable func() error
+	)
+	if s.WeaviateURL != "" {
+		store, err := openWeaviate(ctx, s)
+		if err != nil {
+			return err
+		}
+		logger.Info("retrieval: weaviate", "url", s.WeaviateURL, "collection", store.Collection(), "hybrid", s.EmbeddingModel != "")
+		retriever = store
+		searchable = func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return store.Ready(ctx)
+		}
+	} else {
+		if index, err = rag.NewIndex(logger); err != nil {
+			return err
+		}
+		defer index.Close()
+		retriever = index
+		searchable = func() error {
+			select {
+			case <-index.Ready():
+				return nil
+			default:
+				return errors.New("index is loading")
+			}
+		}
 	}
 	prices, err := loadPrices(s)
 	if err != nil {
@@ -131,7 +171,7 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 	p := &processor{
 		store:      query.NewStore(kvs[queue.QueriesBucket]),
 		pub:        conn.JS,
-		retriever:  index,
+		retriever:  retriever,
 		generator:  gen,
 		now:        time.Now,
 		logger:     logger,
@@ -153,16 +193,13 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 		if !conn.NC.IsConnected() {
 			return errors.New("nats is not connected")
 		}
-		select {
-		case <-index.Ready():
-			return nil
-		default:
-			return errors.New("index is loading")
-		}
+		return searchable()
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return index.Run(gctx, kvs[queue.ChunksBucket]) })
+	if index != nil {
+		g.Go(func() error { return index.Run(gctx, kvs[queue.ChunksBucket]) })
+	}
 	stream, err := conn.JS.Stream(ctx, queue.QueriesStream)
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", queue.QueriesStream, err)
@@ -174,12 +211,18 @@ func serve(ctx context.Context, s settings, logger *slog.Logger) error {
 	defer abandoned.Unsubscribe()
 	g.Go(func() error { return ops.Serve(gctx, s.MetricsAddr, m.registry, ready, logger) })
 	g.Go(func() error {
-		select {
-		case <-index.Ready():
-		case <-gctx.Done():
-			return nil
+		for searchable() != nil {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
-		logger.Info("worker ready", "passages", index.Len(), "concurrency", s.Concurrency, "generator", fmt.Sprintf("%T", gen))
+		passages := -1
+		if index != nil {
+			passages = index.Len()
+		}
+		logger.Info("worker ready", "passages", passages, "concurrency", s.Concurrency, "generator", fmt.Sprintf("%T", gen))
 		return consume(gctx, cons, p, s.Concurrency, drainGrace, logger)
 	})
 	return g.Wait()
@@ -243,6 +286,20 @@ func loadPrices(s settings) (*pricing.Table, error) {
 		return nil, fmt.Errorf("config: OPENAI_MODEL=%q has no price; add it to PRICING_FILE (%w)", s.OpenAIModel, err)
 	}
 	return prices, nil
+}
+
+// openWeaviate connects to Weaviate, with hybrid search when an embedding
+// model is configured.
+func openWeaviate(ctx context.Context, s settings) (*weaviate.Store, error) {
+	cfg := weaviate.Config{URL: s.WeaviateURL, APIKey: s.WeaviateAPIKey, Collection: s.WeaviateCollection}
+	if s.EmbeddingModel != "" {
+		cfg.Embed = llm.NewOpenAI(llm.OpenAIConfig{APIKey: s.OpenAIKey, BaseURL: s.OpenAIBaseURL}).Embedder(s.EmbeddingModel)
+	}
+	store, err := weaviate.New(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("WEAVIATE_URL=%s: %w", s.WeaviateURL, err)
+	}
+	return store, nil
 }
 
 // newGenerator picks the OpenAI-compatible generator when a key is set, and

@@ -32,6 +32,13 @@ type system struct {
 
 func startSystem(t *testing.T, extra map[string]string) *system {
 	t.Helper()
+	return startSystemWith(t, extra, true)
+}
+
+// startSystemWith prepares a system; with run it also ingests the sample
+// corpus into the embedded index and starts a worker and an api.
+func startSystemWith(t *testing.T, extra map[string]string, run bool) *system {
+	t.Helper()
 	nc := natstest.Start(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -60,17 +67,25 @@ func startSystem(t *testing.T, extra map[string]string) *system {
 	for k, v := range extra {
 		env[k] = v
 	}
+	s := &system{js: js, issuer: issuer, env: env}
+	if !run {
+		return s
+	}
 	out := runToEnd(t, "worker", env, "ingest", filepath.Join(repoRoot(), "samples", "corpus"))
 	if !strings.Contains(out, "ingested") {
 		t.Fatalf("ingest printed no summary:\n%s", out)
 	}
-
-	s := &system{js: js, issuer: issuer, env: env}
-	s.worker = start(t, "worker", env)
-	s.worker.waitLog("worker ready", time.Minute)
-	s.api = start(t, "api", env)
-	s.apiURL = "http://" + s.api.waitLog("listening", time.Minute)["addr"].(string)
+	s.startProcesses(t)
 	return s
+}
+
+// startProcesses starts a worker and an api and waits until they are ready.
+func (s *system) startProcesses(t *testing.T) {
+	t.Helper()
+	s.worker = start(t, "worker", s.env)
+	s.worker.waitLog("worker ready", time.Minute)
+	s.api = start(t, "api", s.env)
+	s.apiURL = "http://" + s.api.waitLog("listening", time.Minute)["addr"].(string)
 }
 
 func (s *system) token(t *testing.T, user string) string {

@@ -53,6 +53,42 @@ func (r IngestReport) Added() int { return r.Chunks - r.Skipped }
 // A progress line is written to progress (which may be nil) every 25
 // documents or every second, and once at the end.
 func Ingest(ctx context.Context, kv jetstream.KeyValue, path string, progress io.Writer) (IngestReport, error) {
+	return IngestInto(ctx, KVSink{KV: kv}, path, progress)
+}
+
+// Sink stores chunks for an index: the chunks bucket of the embedded index
+// ([KVSink]), or Weaviate. Add must be idempotent by chunk ID and report
+// how many chunks were new.
+type Sink interface {
+	Add(ctx context.Context, chunks []Chunk) (added, skipped int, err error)
+}
+
+// KVSink stores chunks in the chunks bucket, with Create under their ID.
+type KVSink struct{ KV jetstream.KeyValue }
+
+// Add stores the chunks that are not there yet.
+func (s KVSink) Add(ctx context.Context, chunks []Chunk) (added, skipped int, err error) {
+	for _, c := range chunks {
+		value, err := json.Marshal(c)
+		if err != nil {
+			return added, skipped, fmt.Errorf("encoding chunk %s of %s: %w", c.ID, c.Source, err)
+		}
+		_, err = s.KV.Create(ctx, c.ID, value)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyExists):
+			skipped++
+		case err != nil:
+			return added, skipped, fmt.Errorf("storing chunk %s of %s: %w", c.ID, c.Source, err)
+		default:
+			added++
+		}
+	}
+	return added, skipped, nil
+}
+
+// IngestInto is Ingest into any sink: the documents are walked, checked and
+// split the same way, one Add per document.
+func IngestInto(ctx context.Context, sink Sink, path string, progress io.Writer) (IngestReport, error) {
 	start := time.Now()
 	if progress == nil {
 		progress = io.Discard
@@ -69,7 +105,7 @@ func Ingest(ctx context.Context, kv jetstream.KeyValue, path string, progress io
 			rep.Duration = time.Since(start)
 			return rep, fmt.Errorf("ingesting %s: %w", path, err)
 		}
-		if err := ingestFile(ctx, kv, root, file, &rep); err != nil {
+		if err := ingestFile(ctx, sink, root, file, &rep); err != nil {
 			rep.Duration = time.Since(start)
 			return rep, err
 		}
@@ -126,7 +162,7 @@ func isDocument(p string) bool {
 // ingestFile splits one document and stores its chunks, updating rep. A
 // document that cannot be used is recorded in rep; only bucket and context
 // errors are returned.
-func ingestFile(ctx context.Context, kv jetstream.KeyValue, root, file string, rep *IngestReport) error {
+func ingestFile(ctx context.Context, sink Sink, root, file string, rep *IngestReport) error {
 	source, err := filepath.Rel(root, file)
 	if err != nil {
 		source = filepath.Base(file)
@@ -154,21 +190,10 @@ func ingestFile(ctx context.Context, kv jetstream.KeyValue, root, file string, r
 	}
 
 	rep.Files++
-	for _, c := range chunks {
-		value, err := json.Marshal(c)
-		if err != nil {
-			return fmt.Errorf("encoding chunk %s of %s: %w", c.ID, source, err)
-		}
-		_, err = kv.Create(ctx, c.ID, value)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyExists):
-			rep.Skipped++
-		case err != nil:
-			return fmt.Errorf("storing chunk %s of %s: %w", c.ID, source, err)
-		}
-		rep.Chunks++
-	}
-	return nil
+	added, skipped, err := sink.Add(ctx, chunks)
+	rep.Chunks += added + skipped
+	rep.Skipped += skipped
+	return err
 }
 
 // readDocument reads a file and checks that it is non-empty UTF-8 text.
