@@ -34,7 +34,7 @@ lint: ## vet and check formatting
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: bench
-bench: ## run the benchmarks (figures in docs/benchmarks.md)
+bench: ## run the benchmarks (figures in docs/*-bench.md)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
 
 .PHONY: clean

@@ -14,6 +14,7 @@ import (
 	"github.com/gravitycar/tollgate/internal/alert"
 	"github.com/gravitycar/tollgate/internal/budget"
 	"github.com/gravitycar/tollgate/internal/pricing"
+	"github.com/gravitycar/tollgate/internal/queue"
 )
 
 // recheckEvery is how often days are checked again, so that a claim that
@@ -40,18 +41,7 @@ type thresholds struct {
 // run follows the day documents until ctx ends.
 func (t *thresholds) run(ctx context.Context) error {
 	t.claimed, t.latest = map[string]bool{}, map[string]budget.Day{}
-	for {
-		err := t.watch(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		t.logger.Warn("budget watch ended; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	return queue.KeepWatching(ctx, t.logger, "budget", t.watch)
 }
 
 func (t *thresholds) watch(ctx context.Context) error {

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gravitycar/tollgate/internal/query"
+	"github.com/gravitycar/tollgate/internal/queue"
 )
 
 // hub fans query record changes out to the requests waiting on them. One
@@ -43,18 +43,9 @@ func newHub(logger *slog.Logger) *hub {
 // run follows the queries bucket until ctx ends, re-watching after errors.
 func (h *hub) run(ctx context.Context, kv jetstream.KeyValue) error {
 	var once sync.Once
-	for {
-		err := h.watch(ctx, kv, func() { once.Do(func() { close(h.ready) }) })
-		if ctx.Err() != nil {
-			return nil
-		}
-		h.logger.Warn("query watch ended; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	return queue.KeepWatching(ctx, h.logger, "query", func(ctx context.Context) error {
+		return h.watch(ctx, kv, func() { once.Do(func() { close(h.ready) }) })
+	})
 }
 
 func (h *hub) watch(ctx context.Context, kv jetstream.KeyValue, started func()) error {

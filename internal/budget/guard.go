@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gravitycar/tollgate/internal/pricing"
+	"github.com/gravitycar/tollgate/internal/queue"
 )
 
 // Guard admits queries against the daily budget. It follows the day
@@ -55,18 +56,9 @@ func (g *Guard) Ready() <-chan struct{} { return g.ready }
 // Run follows the day documents until ctx ends, re-watching after errors.
 func (g *Guard) Run(ctx context.Context) error {
 	var once sync.Once
-	for {
-		err := g.watch(ctx, func() { once.Do(func() { close(g.ready) }) })
-		if ctx.Err() != nil {
-			return nil
-		}
-		g.logger.Warn("budget watch ended; restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
+	return queue.KeepWatching(ctx, g.logger, "budget", func(ctx context.Context) error {
+		return g.watch(ctx, func() { once.Do(func() { close(g.ready) }) })
+	})
 }
 
 func (g *Guard) watch(ctx context.Context, loaded func()) error {

@@ -4,6 +4,8 @@
 package queue
 
 import (
+	"context"
+	"log/slog"
 	"time"
 )
 
@@ -46,4 +48,22 @@ type UsageEvent struct {
 	CompletionTokens   int       `json:"completion_tokens"`
 	CompletedAt        time.Time `json:"completed_at"`
 	Simulated          bool      `json:"simulated,omitempty"` // offline generator, priced as the configured model
+}
+
+// KeepWatching runs watch until ctx ends, starting it again a second after
+// it returns early: a KV watch ends when the connection is lost for long,
+// and the process must pick the stream up again rather than go stale.
+func KeepWatching(ctx context.Context, logger *slog.Logger, what string, watch func(context.Context) error) error {
+	for {
+		err := watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		logger.Warn(what+" watch ended; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }
