@@ -134,7 +134,7 @@ func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust fun
 		admins:      s.AdminSubjects,
 		usage:       &usage{budgetKV: kvs[queue.BudgetBucket], alertsKV: kvs[queue.AlertsBucket], guard: meter.guard, now: time.Now},
 	})
-	srv := httptest.NewServer(router)
+	srv := httptest.NewServer(validateContract(t, router)) // every exchange is checked against openapi.json
 	t.Cleanup(srv.Close)
 	return &testAPI{srv: srv, nc: nc, js: js, issuer: issuer, store: store, pub: pub, meter: meter, budgetKV: kvs[queue.BudgetBucket], hub: h}
 }
