@@ -162,7 +162,7 @@ func (m *metering) me(c *gin.Context) {
 		User:            p.Subject,
 		TokensLeft:      int(math.Floor(s.Tokens)),
 		Capacity:        s.Capacity,
-		RefillPerMinute: m.policy.RefillPerSecond * 60,
+		RefillPerMinute: math.Round(m.policy.RefillPerSecond*60*1e6) / 1e6,
 		DailyUsed:       s.DailyUsed,
 		DailyLimit:      s.DailyLimit,
 		DayResetsAt:     s.DayResetsAt.UTC().Format(time.RFC3339),

@@ -45,12 +45,15 @@ fi
 
 cat <<MSG
 
-Tollgate is running. In another terminal:
+Tollgate is running. Open $api_url/ in a browser (the "dev token" button signs
+you in), or in another terminal:
 
   TOKEN=\$(make -s token USER=alice)
   curl -s -X POST $api_url/v1/queries -H "Authorization: Bearer \$TOKEN" \\
        -H 'Content-Type: application/json' -d '{"question":"How many requests can I make per day?"}'
-  curl -s $api_url/v1/queries/<id> -H "Authorization: Bearer \$TOKEN"
+  curl -s "$api_url/v1/queries/<id>?wait=10" -H "Authorization: Bearer \$TOKEN"
+
+Budget alerts go to $DATA_DIR/mail/alerts.log; the README has the full walk-through.
 
 Ctrl-C stops everything.
 
