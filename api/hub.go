@@ -149,3 +149,14 @@ func awaitFinal(ctx context.Context, w *waiter, cur query.Record, rev uint64) (q
 	}
 	return cur, rev
 }
+
+// offStack runs f on a short-lived goroutine and returns its result. The
+// requests that wait (long-polls, SSE, the synchronous endpoint) park
+// their connection's goroutine for up to a minute, and Go keeps a
+// goroutine's stack at the deepest size it reached: doing the deep work
+// (NATS round trips, JSON) elsewhere keeps each parked goroutine small.
+func offStack[T any](f func() T) T {
+	ch := make(chan T, 1)
+	go func() { ch <- f() }()
+	return <-ch
+}

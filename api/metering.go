@@ -90,9 +90,17 @@ func ceilSeconds(d time.Duration) int64 {
 // than failing a read-only request.
 func (m *metering) withRateHeaders(c *gin.Context) {
 	if p, ok := principal(c); ok {
-		ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-		s, err := m.limiter.Status(ctx, p.Subject)
-		cancel()
+		type result struct {
+			s   ratelimit.Status
+			err error
+		}
+		r := offStack(func() result {
+			ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+			defer cancel()
+			s, err := m.limiter.Status(ctx, p.Subject)
+			return result{s, err}
+		})
+		s, err := r.s, r.err
 		if err == nil {
 			rateHeaders(c, s)
 		} else {

@@ -363,7 +363,16 @@ func (q *queries) get(c *gin.Context) {
 // owned reads a record for its owner, answering 404 (or 503) otherwise.
 func (q *queries) owned(c *gin.Context, id string) (query.Record, uint64, bool) {
 	p, _ := principal(c)
-	rec, rev, err := q.store.Get(c.Request.Context(), id)
+	type result struct {
+		rec query.Record
+		rev uint64
+		err error
+	}
+	r := offStack(func() result {
+		rec, rev, err := q.store.Get(c.Request.Context(), id)
+		return result{rec, rev, err}
+	})
+	rec, rev, err := r.rec, r.rev, r.err
 	if errors.Is(err, query.ErrNotFound) || (err == nil && rec.User != p.Subject) {
 		writeProblem(c, http.StatusNotFound, "not-found", "no query with this id", nil)
 		return query.Record{}, 0, false

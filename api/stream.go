@@ -42,14 +42,22 @@ func (q *queries) events(c *gin.Context) {
 		if rev <= lastSeen || rec.Status == sent {
 			return nil
 		}
-		data, err := json.Marshal(rec.Public())
+		// Encoding and the first write (which sends the headers) are the
+		// deepest calls of a stream; keep them off the parked goroutine.
+		err := offStack(func() error {
+			data, err := json.Marshal(rec.Public())
+			if err != nil {
+				return fmt.Errorf("encoding the record: %w", err)
+			}
+			if _, err := fmt.Fprintf(c.Writer, "id: %d\nevent: status\ndata: %s\n\n", rev, data); err != nil {
+				return err
+			}
+			c.Writer.Flush()
+			return nil
+		})
 		if err != nil {
 			return err
 		}
-		if _, err := fmt.Fprintf(c.Writer, "id: %d\nevent: status\ndata: %s\n\n", rev, data); err != nil {
-			return err
-		}
-		c.Writer.Flush()
 		sent, lastSeen = rec.Status, rev
 		return nil
 	}
