@@ -14,6 +14,7 @@ func (g *OpenAI) Embedder(model string) func(ctx context.Context, texts []string
 	return func(ctx context.Context, texts []string) ([][]float32, error) {
 		req := openai.EmbeddingRequestStrings{Input: texts, Model: openai.EmbeddingModel(model)}
 		var resp openai.EmbeddingResponse
+		var last error // the endpoint's last transient failure
 		for attempt := 0; ; attempt++ {
 			box := &retryAfterBox{}
 			var err error
@@ -23,8 +24,9 @@ func (g *OpenAI) Embedder(model string) func(ctx context.Context, texts []string
 			}
 			transient, permanent := classify(err)
 			if permanent != nil || !transient || ctx.Err() != nil {
-				return nil, fmt.Errorf("embedding %d texts with %s: %w", len(texts), model, err)
+				return nil, fmt.Errorf("embedding %d texts with %s: %w", len(texts), model, after(err, last))
 			}
+			last = err
 			box.mu.Lock()
 			wait := g.backoff.delay(attempt, box.d)
 			box.mu.Unlock()

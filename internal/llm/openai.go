@@ -126,6 +126,7 @@ func (g *OpenAI) Generate(ctx context.Context, question string, passages []rag.P
 // Retry-After, until ctx ends. A refusal is returned at once as a
 // *PermanentError.
 func (g *OpenAI) complete(ctx context.Context, req openai.ChatCompletionRequest) (openai.ChatCompletionResponse, error) {
+	var last error // the endpoint's last transient failure
 	for attempt := 0; ; attempt++ {
 		box := &retryAfterBox{}
 		resp, err := g.client.CreateChatCompletion(context.WithValue(ctx, retryAfterKey{}, box), req)
@@ -137,8 +138,9 @@ func (g *OpenAI) complete(ctx context.Context, req openai.ChatCompletionRequest)
 			return resp, permanent
 		}
 		if !transient || ctx.Err() != nil {
-			return resp, err
+			return resp, after(err, last)
 		}
+		last = err
 		box.mu.Lock()
 		wait := g.backoff.delay(attempt, box.d)
 		box.mu.Unlock()

@@ -220,7 +220,7 @@ func TestOpenAIErrors(t *testing.T) {
 			t.Parallel()
 			g, _ := fakeChat(t, OpenAIConfig{APIKey: "k", Model: "gpt-4o-mini", Backoff: Backoff{Initial: 5 * time.Millisecond, Max: 10 * time.Millisecond}}, tt.status, tt.body)
 			// Transient failures are retried until the deadline is near.
-			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 			defer cancel()
 			ans, err := g.Generate(ctx, "q", testPassages())
 			if err == nil {
@@ -260,6 +260,33 @@ func TestOpenAICanceled(t *testing.T) {
 	cancel()
 	if _, err := g.Generate(ctx, "q", nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
+	}
+}
+
+func TestOpenAIDeadlineKeepsTheLastFailure(t *testing.T) {
+	t.Parallel()
+	// A 502, then an attempt that hangs until the deadline cuts it short:
+	// the error still says what the endpoint last answered.
+	hung, hang := make(chan struct{}), make(chan struct{})
+	g, _ := scripted(t, status(http.StatusBadGateway, ""), func(http.ResponseWriter) {
+		close(hung) // called once: the deadline ends the loop
+		<-hang
+	})
+	t.Cleanup(func() { close(hang) }) // before the server closes
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	_, err := g.Generate(ctx, "q", testPassages())
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("err = %v, want context.DeadlineExceeded", err)
+	}
+	var apiErr *openai.APIError
+	if !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != http.StatusBadGateway {
+		t.Errorf("err = %v, want the 502 kept as an *openai.APIError", err)
+	}
+	select {
+	case <-hung:
+	case <-time.After(10 * time.Second):
+		t.Error("the second attempt never reached the endpoint")
 	}
 }
 

@@ -3,6 +3,7 @@ package llm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -117,6 +118,17 @@ func (t retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error
 	box.d = max(d, 0)
 	box.mu.Unlock()
 	return res, nil
+}
+
+// after joins the error that ended a retry loop (usually the context's
+// end, cutting an attempt short) with the endpoint's last transient
+// failure, which is what explains the give-up. Both stay matchable with
+// errors.Is and errors.As.
+func after(err, last error) error {
+	if last == nil {
+		return err
+	}
+	return fmt.Errorf("%w, after %w", err, last)
 }
 
 // sleep waits d or until ctx ends; it reports whether the wait completed.
