@@ -60,7 +60,7 @@ func TestThresholdsClaimAlertsAsSpendCrosses(t *testing.T) {
 	}
 
 	write(budget.Day{Day: day, Spent: 799_999_999, AppliedSeq: 1}) // just under 80%
-	write(budget.Day{Day: day, Spent: 800_000_000, AppliedSeq: 2, // exactly 80%
+	write(budget.Day{Day: day, Spent: 800_000_000, AppliedSeq: 2,  // exactly 80%
 		ByModel: map[string]*budget.Tally{"gpt-4o-mini": {Spent: 800_000_000, Requests: 3}}})
 	waitFor(func() bool { return claimed(0.8) })
 	if claimed(1.0) {
