@@ -24,7 +24,8 @@ import (
 // testAPI is the api's router over a real nats-server, with a real JWKS
 // served over HTTP for a key the test signs with.
 type testAPI struct {
-	srv    *httptest.Server
+	srv    *httptest.Server // long-polls and streams are detached (detach.go)
+	plain  *httptest.Server // the same api behind a writer that cannot be hijacked
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	issuer *auth.Issuer
@@ -34,7 +35,21 @@ type testAPI struct {
 
 	budgetKV jetstream.KeyValue
 	hub      *hub
+	detached *detached
 }
+
+// held is the api as served where connections cannot be hijacked (HTTP/2,
+// wrapping middleware): waiters stay on their request's goroutine.
+func (a *testAPI) held() *testAPI {
+	b := *a
+	b.srv = a.plain
+	return &b
+}
+
+// unhijackable hides the connection's Hijacker.
+type unhijackable struct{ http.ResponseWriter }
+
+func (w unhijackable) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
 
 // failingPublisher is the real JetStream publisher, which a test can make
 // fail to see what the api does when the queue is down.
@@ -121,6 +136,7 @@ func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust fun
 	<-h.ready
 
 	pub := &failingPublisher{Publisher: js}
+	detached := newDetached()
 	store := query.NewStore(kvs[queue.QueriesBucket])
 	m := newMetrics()
 	router := newRouter(routerDeps{
@@ -128,15 +144,22 @@ func newTestAPIWith(t *testing.T, nc *nats.Conn, issuer *auth.Issuer, adjust fun
 		metrics:  m,
 		verifier: verifier,
 		queries: &queries{meter: meter, idem: &idempotency{kv: kvs[queue.IdempotencyBucket]}, hub: h, syncWait: s.SyncWait,
-			store: store, js: pub, now: time.Now, maxChars: s.MaxQuestionChars, metrics: m},
+			store: store, js: pub, now: time.Now, maxChars: s.MaxQuestionChars, metrics: m,
+			detached: detached, heartbeat: s.heartbeat},
 		corsOrigins: s.CORSOrigins,
 		ready:       func(context.Context) error { return nil },
 		admins:      s.AdminSubjects,
 		usage:       &usage{budgetKV: kvs[queue.BudgetBucket], alertsKV: kvs[queue.AlertsBucket], guard: meter.guard, now: time.Now},
 	})
-	srv := httptest.NewServer(validateContract(t, router)) // every exchange is checked against openapi.json
+	checked := validateContract(t, router) // every exchange is checked against openapi.json
+	srv := httptest.NewServer(checked)
 	t.Cleanup(srv.Close)
-	return &testAPI{srv: srv, nc: nc, js: js, issuer: issuer, store: store, pub: pub, meter: meter, budgetKV: kvs[queue.BudgetBucket], hub: h}
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		checked.ServeHTTP(unhijackable{w}, r)
+	}))
+	t.Cleanup(plain.Close)
+	t.Cleanup(detached.shutdown) // before the contract check: it ends the detached waiters
+	return &testAPI{srv: srv, plain: plain, detached: detached, nc: nc, js: js, issuer: issuer, store: store, pub: pub, meter: meter, budgetKV: kvs[queue.BudgetBucket], hub: h}
 }
 
 func (a *testAPI) token(t *testing.T, user string) string {
@@ -152,6 +175,7 @@ type response struct {
 	status int
 	header http.Header
 	body   []byte
+	close  bool // the server ended the connection with the response ("Connection: close")
 }
 
 func (r response) problem(t *testing.T) problem {
@@ -193,7 +217,7 @@ func (a *testAPI) do(t *testing.T, method, path, token, contentType, body string
 	if res.Header.Get("X-Request-Id") == "" {
 		t.Errorf("%s %s: no X-Request-Id", method, path)
 	}
-	return response{status: res.StatusCode, header: res.Header, body: b}
+	return response{status: res.StatusCode, header: res.Header, body: b, close: res.Close}
 }
 
 func (a *testAPI) queued(t *testing.T) uint64 {

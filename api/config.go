@@ -32,6 +32,8 @@ type settings struct {
 	Model       string // OPENAI_MODEL: reservations are priced as this model
 	MaxTokens   int    // OPENAI_MAX_TOKENS: the completion part of a reservation
 	PricingFile string
+
+	heartbeat time.Duration // SSE heartbeat interval: heartbeatEvery; not configurable, tests shorten it
 }
 
 func loadSettings(getenv func(string) string) (settings, error) {

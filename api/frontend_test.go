@@ -70,9 +70,26 @@ func submitted(t *testing.T, res response) string {
 	return acc.ID
 }
 
-func TestLongPoll(t *testing.T) {
+// eachWayOfWaiting runs test against an api whose waiters are detached
+// from net/http, and against one where they stay on their goroutines.
+func eachWayOfWaiting(t *testing.T, test func(t *testing.T, a *testAPI, detached bool)) {
 	t.Parallel()
-	a := newTestAPI(t)
+	t.Run("detached", func(t *testing.T) { t.Parallel(); test(t, newTestAPI(t), true) })
+	t.Run("held", func(t *testing.T) { t.Parallel(); test(t, newTestAPI(t).held(), false) })
+}
+
+// checkConnection checks that a waiting response was detached (it ends
+// with its connection: "Connection: close") or not.
+func checkConnection(t *testing.T, closed, detached bool) {
+	t.Helper()
+	if closed != detached {
+		t.Errorf("a waiting response ended its connection: %v, want %v (detached)", closed, detached)
+	}
+}
+
+func TestLongPoll(t *testing.T) { eachWayOfWaiting(t, testLongPoll) }
+
+func testLongPoll(t *testing.T, a *testAPI, detached bool) {
 	w := &answerer{a: a, gate: make(chan struct{})}
 	w.run(t)
 	tok := a.token(t, "alice")
@@ -93,6 +110,10 @@ func TestLongPoll(t *testing.T) {
 	if res.status != 200 || rec.Status.Final() || time.Since(start) < time.Second {
 		t.Fatalf("wait=1 on an unfinished query: %d %s after %v", res.status, rec.Status, time.Since(start))
 	}
+	checkConnection(t, res.close, detached)
+	if rec.ID != id || res.header.Get("X-Request-Id") == "" || res.header.Get("RateLimit-Limit") != "15" {
+		t.Errorf("timed-out long-poll: record %q, headers %v", rec.ID, res.header)
+	}
 
 	// Returns as soon as the query finishes, long before the wait is over.
 	done := make(chan response, 1)
@@ -106,6 +127,7 @@ func TestLongPoll(t *testing.T) {
 	if rec.Status != query.Succeeded || latency > 30*time.Second {
 		t.Fatalf("long-poll answered %s after %v", rec.Status, latency)
 	}
+	checkConnection(t, res.close, detached)
 	t.Logf("long-poll answered %v after the query finished", latency)
 	if n, _ := a.hub.counts(); n != 0 {
 		t.Fatalf("%d waiters left behind", n)
@@ -169,8 +191,10 @@ type sseEvent struct {
 	rec       query.Record
 }
 
-// stream reads SSE events until the server ends the stream.
-func stream(t *testing.T, a *testAPI, id, tok, lastEventID string, each func(sseEvent)) (status int) {
+// stream reads SSE events until the server ends the stream, and returns
+// the response's status and whether it ended its connection. It may run
+// on its own goroutine.
+func stream(t *testing.T, a *testAPI, id, tok, lastEventID string, each func(sseEvent)) (status int, closed bool) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", a.srv.URL+"/v1/queries/"+id+"/events", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
@@ -179,14 +203,16 @@ func stream(t *testing.T, a *testAPI, id, tok, lastEventID string, each func(sse
 	}
 	res, err := a.srv.Client().Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return 0, false
 	}
 	defer res.Body.Close()
 	if res.StatusCode != 200 {
-		return res.StatusCode
+		return res.StatusCode, res.Close
 	}
 	if ct := res.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("Content-Type %q", ct)
+		t.Errorf("Content-Type %q", ct)
+		return res.StatusCode, res.Close
 	}
 	sc := bufio.NewScanner(res.Body)
 	var ev sseEvent
@@ -204,23 +230,26 @@ func stream(t *testing.T, a *testAPI, id, tok, lastEventID string, each func(sse
 			ev = sseEvent{}
 		}
 	}
-	return res.StatusCode
+	return res.StatusCode, res.Close
 }
 
-func TestServerSentEvents(t *testing.T) {
-	t.Parallel()
-	a := newTestAPI(t)
+func TestServerSentEvents(t *testing.T) { eachWayOfWaiting(t, testServerSentEvents) }
+
+func testServerSentEvents(t *testing.T, a *testAPI, detached bool) {
 	w := &answerer{a: a, gate: make(chan struct{})}
 	tok := a.token(t, "alice")
 	id := submitted(t, a.do(t, "POST", "/v1/queries", tok, "application/json", submitBody))
 
 	var events []sseEvent
-	done := make(chan int)
-	go func() { done <- stream(t, a, id, tok, "", func(e sseEvent) { events = append(events, e) }) }()
+	done := make(chan bool)
+	go func() {
+		_, closed := stream(t, a, id, tok, "", func(e sseEvent) { events = append(events, e) })
+		done <- closed
+	}()
 	waitFor(t, func() bool { n, _ := a.hub.counts(); return n == 1 })
 	w.run(t) // the worker picks it up: running
 	w.gate <- struct{}{}
-	<-done // the stream ends after the final event
+	checkConnection(t, <-done, detached) // the stream ends after the final event
 	var got []string
 	for _, e := range events {
 		if e.event != "status" || e.id == "" || e.rec.ID != id {
@@ -238,6 +267,9 @@ func TestServerSentEvents(t *testing.T) {
 	// Reconnecting after "running" still gets the final event; after the
 	// final one, the stream is empty and closed.
 	var resumed []sseEvent
+	if len(events) != 3 {
+		t.Fatalf("events %+v, want 3", events)
+	}
 	stream(t, a, id, tok, events[1].id, func(e sseEvent) { resumed = append(resumed, e) })
 	if len(resumed) != 1 || resumed[0].rec.Status != query.Succeeded {
 		t.Fatalf("resumed after running: %+v", resumed)
@@ -248,7 +280,7 @@ func TestServerSentEvents(t *testing.T) {
 		t.Fatalf("resumed after the final event: %+v", none)
 	}
 	// Only the owner may stream.
-	if status := stream(t, a, id, a.token(t, "mallory"), "", func(sseEvent) {}); status != 404 {
+	if status, _ := stream(t, a, id, a.token(t, "mallory"), "", func(sseEvent) {}); status != 404 {
 		t.Fatalf("another user streaming: %d", status)
 	}
 }
@@ -391,4 +423,81 @@ func TestCORS(t *testing.T) {
 		}
 	}
 
+}
+
+func TestHeartbeats(t *testing.T) {
+	eachWayOfWaiting(t, func(t *testing.T, _ *testAPI, detached bool) {
+		a := newTestAPIWith(t, nil, nil, func(s *settings) { s.heartbeat = 20 * time.Millisecond })
+		if !detached {
+			a = a.held()
+		}
+		tok := a.token(t, "alice")
+		id := submitted(t, a.do(t, "POST", "/v1/queries", tok, "application/json", submitBody))
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second) // a stream without heartbeats fails, not hangs
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", a.srv.URL+"/v1/queries/"+id+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := a.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Three heartbeat comments come after the first event, and nothing
+		// else while the query stays queued.
+		sc := bufio.NewScanner(res.Body)
+		var lines []string
+		beats := 0
+		for beats < 3 && sc.Scan() {
+			lines = append(lines, sc.Text())
+			if sc.Text() == ": heartbeat" {
+				beats++
+			}
+		}
+		if beats < 3 {
+			t.Fatalf("stream ended (%v) after %q", sc.Err(), lines)
+		}
+		if !strings.HasPrefix(lines[0], "id: ") || lines[1] != "event: status" || strings.Count(strings.Join(lines, "\n"), "event:") != 1 {
+			t.Errorf("stream began %q", lines)
+		}
+
+		// A client that goes away is noticed at the next heartbeat: its
+		// waiter does not outlive it.
+		res.Body.Close()
+		waitFor(t, func() bool { n, _ := a.hub.counts(); return n == 0 })
+	})
+}
+
+func TestShutdownAnswersDetachedWaiters(t *testing.T) {
+	t.Parallel()
+	a := newTestAPI(t)
+	tok := a.token(t, "alice")
+	id := submitted(t, a.do(t, "POST", "/v1/queries", tok, "application/json", submitBody))
+
+	polled := make(chan response, 1)
+	go func() { polled <- a.do(t, "GET", "/v1/queries/"+id+"?wait=60", tok, "", "") }()
+	streamed := make(chan int, 1)
+	go func() {
+		n := 0
+		stream(t, a, id, tok, "", func(sseEvent) { n++ })
+		streamed <- n
+	}()
+	waitFor(t, func() bool { n, _ := a.hub.counts(); return n == 2 })
+
+	a.detached.shutdown()
+	// The long-poll gets the record as it is; the stream, having sent
+	// "queued", is closed for the client to resume elsewhere.
+	res := <-polled
+	var rec query.Record
+	json.Unmarshal(res.body, &rec)
+	if res.status != http.StatusOK || rec.ID != id || rec.Status != query.Queued {
+		t.Fatalf("long-poll at shutdown: %d %s", res.status, res.body)
+	}
+	if n := <-streamed; n != 1 {
+		t.Fatalf("stream at shutdown: %d events, want 1", n)
+	}
+	if n, _ := a.hub.counts(); n != 0 {
+		t.Fatalf("%d waiters left after shutdown", n)
+	}
+	// Later waits are held the usual way, not detached.
+	res = a.do(t, "GET", "/v1/queries/"+id+"?wait=1", tok, "", "")
+	checkConnection(t, res.close, false)
 }

@@ -26,9 +26,41 @@ type hub struct {
 }
 
 // waiter receives the latest revision of one record. Updates coalesce: a
-// slow reader sees the newest state, never a backlog.
+// slow reader sees the newest state, never a backlog. A detached waiter
+// (see detach.go) has no goroutine reading ch: its updates are diverted
+// to a function instead.
 type waiter struct {
+	mu sync.Mutex
 	ch chan update
+	fn func(update) // set by divert; called on the hub's goroutine, must not block
+}
+
+// put hands u to the waiter.
+func (w *waiter) put(u update) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fn != nil {
+		w.fn(u)
+		return
+	}
+	select { // replace an unread older update with this one
+	case <-w.ch:
+	default:
+	}
+	w.ch <- u // cannot block: only put sends, under w.mu, and ch is empty
+}
+
+// divert sends the waiter's updates to fn from now on, beginning with one
+// that arrived and was not read.
+func (w *waiter) divert(fn func(update)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.fn = fn
+	select {
+	case u := <-w.ch:
+		fn(u)
+	default:
+	}
 }
 
 type update struct {
@@ -93,14 +125,7 @@ func (h *hub) deliver(e jetstream.KeyValueEntry) {
 	}
 	u := update{rec: rec, rev: e.Revision()}
 	for _, w := range targets {
-		select { // replace an unread older update with this one
-		case <-w.ch:
-		default:
-		}
-		select {
-		case w.ch <- u:
-		default:
-		}
+		w.put(u)
 	}
 }
 

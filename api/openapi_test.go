@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -189,8 +191,17 @@ func validateContract(t testing.TB, h http.Handler) http.Handler {
 		mu       sync.Mutex
 		checked  int
 		failures []string
+		hijacked sync.WaitGroup // responses written on hijacked connections
 	)
+	record := func(x exchange) {
+		problems := c.check(x)
+		mu.Lock()
+		checked++
+		failures = append(failures, problems...)
+		mu.Unlock()
+	}
 	t.Cleanup(func() {
+		hijacked.Wait() // the api's detached waiters are closed by an earlier cleanup
 		mu.Lock()
 		defer mu.Unlock()
 		const shown = 20
@@ -220,6 +231,26 @@ func validateContract(t testing.TB, h http.Handler) http.Handler {
 
 		rw := &recordingWriter{ResponseWriter: w}
 		h.ServeHTTP(rw, r)
+		if conn := rw.hijacked; conn != nil {
+			// A detached waiter writes its response itself: check it
+			// once the connection is closed.
+			hijacked.Go(func() {
+				<-conn.closed
+				res, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(conn.written())), r)
+				if err != nil {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s %s: reading the hijacked response: %v", x.method, x.target, err))
+					mu.Unlock()
+					return
+				}
+				x.status, x.header = res.StatusCode, res.Header
+				if mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); mt != "text/event-stream" {
+					x.body, _ = io.ReadAll(res.Body)
+				}
+				record(x)
+			})
+			return
+		}
 		if !rw.wroteHeader {
 			rw.WriteHeader(http.StatusOK) // what net/http does for a handler that writes nothing
 		}
@@ -230,11 +261,7 @@ func validateContract(t testing.TB, h http.Handler) http.Handler {
 		if x.header.Get("Content-Type") == "" && len(x.body) > 0 {
 			x.header.Set("Content-Type", http.DetectContentType(x.body)) // as net/http sniffs it
 		}
-		problems := c.check(x)
-		mu.Lock()
-		checked++
-		failures = append(failures, problems...)
-		mu.Unlock()
+		record(x)
 	})
 }
 
@@ -248,6 +275,7 @@ type recordingWriter struct {
 	header      http.Header
 	streaming   bool
 	body        bytes.Buffer
+	hijacked    *recordingConn
 }
 
 const maxRecordedBody = 8 << 20
@@ -283,6 +311,45 @@ func (w *recordingWriter) Flush() {
 }
 
 func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Hijack hands the connection over, keeping a copy of what is written
+// on it, so that detached waiters' responses are checked too.
+func (w *recordingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.hijacked = &recordingConn{Conn: conn, closed: make(chan struct{})}
+	return w.hijacked, rw, nil
+}
+
+// recordingConn is a hijacked connection that keeps what is written.
+type recordingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	out    bytes.Buffer
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *recordingConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.out.Write(b)
+	c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+func (c *recordingConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+func (c *recordingConn) written() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Clone(c.out.Bytes())
+}
 
 // routerForDocs is the api's router with every optional route (dev mode's
 // /dev/token included), without NATS: for looking at routes and serving

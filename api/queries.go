@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -64,6 +65,12 @@ type queries struct {
 	now      func() time.Time
 	maxChars int
 	metrics  *metrics
+
+	// detached holds the long-polls and streams taken off net/http; nil
+	// keeps every waiter on its request's goroutine.
+	detached *detached
+	// heartbeat is the interval of SSE heartbeats (heartbeatEvery).
+	heartbeat time.Duration
 }
 
 // errBadRequest is a request refused before any quota is touched; it
@@ -347,17 +354,97 @@ func (q *queries) get(c *gin.Context) {
 	}
 	id := c.Param("id")
 	w, unsubscribe := q.hub.subscribe(id)
-	defer unsubscribe()
 	rec, rev, ok := q.owned(c, id)
 	if !ok {
+		unsubscribe()
 		return
 	}
 	if wait > 0 && !rec.Status.Final() {
+		p := &parkedPoll{rec: rec, rev: rev, unsubscribe: unsubscribe}
+		if q.detached.hijack(c, http.StatusOK, jsonContent, p) {
+			p.park(w, time.Duration(wait)*time.Second)
+			return
+		}
 		ctx, cancel := context.WithTimeout(c.Request.Context(), time.Duration(wait)*time.Second)
 		rec, _ = awaitFinal(ctx, w, rec, rev)
 		cancel()
 	}
+	unsubscribe()
 	c.JSON(http.StatusOK, rec.Public())
+}
+
+// jsonContent is the Content-Type of gin's c.JSON.
+const jsonContent = "application/json; charset=utf-8"
+
+// parkedPoll is a detached long-poll (see detach.go): it answers with the
+// record once it is final, or as it is when the wait ends.
+type parkedPoll struct {
+	out         *outbox
+	unsubscribe func()
+
+	mu    sync.Mutex
+	rec   query.Record
+	rev   uint64
+	timer *time.Timer
+	done  bool
+}
+
+func (p *parkedPoll) attach(o *outbox) { p.out = o }
+
+// park starts the wait: changes come from w, and it ends after d.
+func (p *parkedPoll) park(w *waiter, d time.Duration) {
+	p.mu.Lock()
+	if !p.done {
+		p.timer = time.AfterFunc(d, p.answer)
+	}
+	p.mu.Unlock()
+	w.divert(p.update)
+}
+
+func (p *parkedPoll) update(u update) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done || u.rev <= p.rev {
+		return
+	}
+	p.rec, p.rev = u.rec, u.rev
+	if p.rec.Status.Final() {
+		p.answerLocked()
+	}
+}
+
+func (p *parkedPoll) answer() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.answerLocked()
+}
+
+func (p *parkedPoll) answerLocked() {
+	if p.done {
+		return
+	}
+	p.done = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	body, err := json.Marshal(p.rec.Public())
+	if err != nil { // a record that was read can be written
+		p.out.close()
+		return
+	}
+	p.out.send(body, true)
+}
+
+func (p *parkedPoll) shutdown() { p.answer() }
+
+func (p *parkedPoll) ended() {
+	p.mu.Lock()
+	p.done = true
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	p.unsubscribe()
 }
 
 // owned reads a record for its owner, answering 404 (or 503) otherwise.

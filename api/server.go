@@ -15,6 +15,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
@@ -80,16 +81,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	m := newMetrics()
 	h := newHub(logger)
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_waiters",
+		Help: "Requests waiting for a query to change: long-polls, event streams and synchronous calls.",
+	}, func() float64 { n, _ := h.counts(); return float64(n) }))
 	q := &queries{
-		meter:    meter,
-		idem:     &idempotency{kv: kvs[queue.IdempotencyBucket]},
-		hub:      h,
-		syncWait: s.SyncWait,
-		store:    query.NewStore(kvs[queue.QueriesBucket]),
-		js:       conn.JS,
-		now:      time.Now,
-		maxChars: s.MaxQuestionChars,
-		metrics:  m,
+		meter:     meter,
+		idem:      &idempotency{kv: kvs[queue.IdempotencyBucket]},
+		hub:       h,
+		syncWait:  s.SyncWait,
+		store:     query.NewStore(kvs[queue.QueriesBucket]),
+		js:        conn.JS,
+		now:       time.Now,
+		maxChars:  s.MaxQuestionChars,
+		metrics:   m,
+		detached:  newDetached(),
+		heartbeat: s.heartbeat,
 	}
 	ready := func(ctx context.Context) error {
 		if !conn.NC.IsConnected() {
@@ -146,7 +153,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		logger.Info("shutting down: draining in-flight requests")
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		err := srv.Shutdown(sctx)
+		q.detached.shutdown() // the waiters taken off net/http, which Shutdown does not see
+		return err
 	})
 	return g.Wait()
 }
