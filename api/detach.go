@@ -102,7 +102,14 @@ func (d *detached) shutdown() {
 	d.writes.Wait()
 }
 
-// closed is called once o's connection is closed.
+// count reports the detached connections, for tests.
+func (d *detached) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.conns)
+}
+
+// forget is called once o's connection is closed.
 func (d *detached) forget(o *outbox) {
 	d.mu.Lock()
 	p := d.conns[o]

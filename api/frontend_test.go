@@ -116,9 +116,13 @@ func testLongPoll(t *testing.T, a *testAPI, detached bool) {
 	}
 
 	// Returns as soon as the query finishes, long before the wait is over.
+	waitFor(t, func() bool { n, _ := a.hub.counts(); return n == 0 && a.detached.count() == 0 }) // that one has let go
 	done := make(chan response, 1)
 	go func() { done <- a.do(t, "GET", "/v1/queries/"+id+"?wait=60", tok, "", "") }()
-	waitFor(t, func() bool { n, _ := a.hub.counts(); return n == 1 })
+	waitFor(t, func() bool {
+		n, _ := a.hub.counts()
+		return n == 1 && (!detached || a.detached.count() == 1) // parked, not still reading the record
+	})
 	finished := time.Now()
 	w.gate <- struct{}{}
 	res = <-done
@@ -241,13 +245,28 @@ func testServerSentEvents(t *testing.T, a *testAPI, detached bool) {
 	id := submitted(t, a.do(t, "POST", "/v1/queries", tok, "application/json", submitBody))
 
 	var events []sseEvent
+	seen := make(chan int, 3)
 	done := make(chan bool)
 	go func() {
-		_, closed := stream(t, a, id, tok, "", func(e sseEvent) { events = append(events, e) })
+		_, closed := stream(t, a, id, tok, "", func(e sseEvent) {
+			events = append(events, e)
+			seen <- len(events)
+		})
 		done <- closed
 	}()
-	waitFor(t, func() bool { n, _ := a.hub.counts(); return n == 1 })
+	// Each change is let happen once the one before is on the wire: a
+	// waiter held on its goroutine coalesces changes it has not read yet
+	// (the final one is never lost), and this test is about order.
+	next := func() {
+		select {
+		case <-seen:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no event within 30 s")
+		}
+	}
+	next()   // queued
 	w.run(t) // the worker picks it up: running
+	next()
 	w.gate <- struct{}{}
 	checkConnection(t, <-done, detached) // the stream ends after the final event
 	var got []string
@@ -480,7 +499,7 @@ func TestShutdownAnswersDetachedWaiters(t *testing.T) {
 		stream(t, a, id, tok, "", func(sseEvent) { n++ })
 		streamed <- n
 	}()
-	waitFor(t, func() bool { n, _ := a.hub.counts(); return n == 2 })
+	waitFor(t, func() bool { return a.detached.count() == 2 })
 
 	a.detached.shutdown()
 	// The long-poll gets the record as it is; the stream, having sent
