@@ -149,6 +149,7 @@ func (g *Guard) Reserve(ctx context.Context, id string, amount pricing.Nanos, tt
 		// Settled spend only grows: refusing on what the watch shows is safe.
 		return g.refuse(ctx, day, d)
 	}
+	fresh := !ok // d was just read, not seen through the watch
 	if !ok {
 		if d, rev, err = g.get(ctx, key); err != nil {
 			return err
@@ -157,6 +158,15 @@ func (g *Guard) Reserve(ctx context.Context, id string, amount pricing.Nanos, tt
 	for {
 		now = g.now().UTC()
 		if d.Spent+d.Reserved(now)+amount > g.budget {
+			if !fresh {
+				// The watch may still show holds that were settled or
+				// released a moment ago: refuse only on a fresh read.
+				if d, rev, err = g.get(ctx, key); err != nil {
+					return err
+				}
+				fresh = true
+				continue
+			}
 			return g.refuse(ctx, day, d)
 		}
 		d.Day = day
@@ -176,6 +186,7 @@ func (g *Guard) Reserve(ctx context.Context, id string, amount pricing.Nanos, tt
 		if d, rev, err = g.get(ctx, key); err != nil {
 			return err
 		}
+		fresh = true
 	}
 }
 
