@@ -102,6 +102,18 @@ func (d *detached) shutdown() {
 	d.writes.Wait()
 }
 
+// closeGently closes a connection the way net/http ends a "Connection:
+// close" response: it stops sending, then closes a little later, so that
+// unread bytes from the client (a pipelined request) do not make the
+// kernel reset the connection before the client has read the response.
+func closeGently(c net.Conn) {
+	if tc, ok := c.(interface{ CloseWrite() error }); ok && tc.CloseWrite() == nil {
+		time.AfterFunc(500*time.Millisecond, func() { c.Close() })
+		return
+	}
+	c.Close()
+}
+
 // count reports the detached connections, for tests.
 func (d *detached) count() int {
 	d.mu.Lock()
@@ -186,7 +198,7 @@ func (o *outbox) drain() {
 			closing := o.closing
 			o.mu.Unlock()
 			if closing {
-				o.conn.Close()
+				closeGently(o.conn)
 				o.d.forget(o)
 			}
 			return

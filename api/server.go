@@ -153,9 +153,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		logger.Info("shutting down: draining in-flight requests")
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		err := srv.Shutdown(sctx)
-		q.detached.shutdown() // the waiters taken off net/http, which Shutdown does not see
-		return err
+		// First the waiters taken off net/http, which Shutdown does not
+		// see: the hub has stopped, so they would learn nothing more.
+		// Waits that start from now on are held the usual way.
+		q.detached.shutdown()
+		return srv.Shutdown(sctx)
 	})
 	return g.Wait()
 }
