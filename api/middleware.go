@@ -19,6 +19,7 @@ const (
 	ctxLogger    = "tollgate.logger"
 	ctxPrincipal = "tollgate.principal"
 	ctxRequestID = "tollgate.request_id"
+	ctxDetached  = "tollgate.detached" // the request was handed to a detached waiter (detach.go)
 )
 
 // requestID gives every request an id, taken from a well-formed incoming
@@ -75,6 +76,11 @@ func accessLog(logger *slog.Logger, m *metrics) gin.HandlerFunc {
 		}
 		if p, ok := principal(c); ok {
 			attrs = append(attrs, "user", p.Subject)
+		}
+		if c.GetBool(ctxDetached) {
+			// Handed over to a detached waiter (detach.go): duration and
+			// bytes are those of the hand-over, not of the answer.
+			attrs = append(attrs, "detached", true)
 		}
 		if len(c.Errors) > 0 {
 			attrs = append(attrs, "err", c.Errors.String())
