@@ -72,12 +72,12 @@ func (d *detached) hijack(c *gin.Context, status int, contentType string, p park
 		return false
 	}
 	c.Status(status) // for the access log; the head is written by the outbox
-	c.Set(ctxDetached, true)
 	conn, _, err := c.Writer.Hijack()
 	if err != nil {
 		reqLogger(c).Warn("hijacking a waiting request", "err", err)
 		return false
 	}
+	c.Set(ctxDetached, true)
 	h := c.Writer.Header().Clone()
 	h.Set("Content-Type", contentType)
 	o := &outbox{d: d, conn: conn, status: status, head: h, stream: contentType == eventStream}
