@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gravitycar/tollgate/internal/budget"
 	"github.com/gravitycar/tollgate/internal/query"
 	"github.com/gravitycar/tollgate/internal/queue"
 )
@@ -379,8 +380,14 @@ func TestIdempotencyKeys(t *testing.T) {
 	if m := me(t, a, "alice"); m.DailyUsed != 1 {
 		t.Fatalf("daily used %d after one query sent three times", m.DailyUsed)
 	}
-	if st := a.meter.guard.Today(); st.Reserved == 0 {
-		t.Fatal("no reservation")
+	// One reservation: the day's document holds exactly one hold.
+	en, err := a.budgetKV.Get(t.Context(), budget.DayKey(budget.DayOf(first, time.Now())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var day budget.Day
+	if err := json.Unmarshal(en.Value(), &day); err != nil || len(day.Holds) != 1 || day.Holds[first].Amount == 0 {
+		t.Fatalf("holds %+v (%v), want one for %s", day.Holds, err, first)
 	}
 	// Same key, different body: 422.
 	if res := post(alice, "key-1", `{"question":"something else"}`); res.status != http.StatusUnprocessableEntity {
