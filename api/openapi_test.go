@@ -229,12 +229,13 @@ func validateContract(t testing.TB, h http.Handler) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		x := exchange{method: r.Method, target: r.URL.RequestURI(), reqHeader: r.Header.Clone(), reqBody: body}
 
-		rw := &recordingWriter{ResponseWriter: w}
+		rw := &recordingWriter{ResponseWriter: w, hijacks: &hijacked}
 		h.ServeHTTP(rw, r)
 		if conn := rw.hijacked; conn != nil {
 			// A detached waiter writes its response itself: check it
 			// once the connection is closed.
-			hijacked.Go(func() {
+			go func() {
+				defer hijacked.Done()
 				<-conn.closed
 				res, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(conn.written())), r)
 				if err != nil {
@@ -248,7 +249,7 @@ func validateContract(t testing.TB, h http.Handler) http.Handler {
 					x.body, _ = io.ReadAll(res.Body)
 				}
 				record(x)
-			})
+			}()
 			return
 		}
 		if !rw.wroteHeader {
@@ -276,6 +277,7 @@ type recordingWriter struct {
 	streaming   bool
 	body        bytes.Buffer
 	hijacked    *recordingConn
+	hijacks     *sync.WaitGroup // counts hijacked connections until checked
 }
 
 const maxRecordedBody = 8 << 20
@@ -319,6 +321,11 @@ func (w *recordingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// Counted here, not once the handler returns: the client may have its
+	// response, and the test may have ended and be waiting in its cleanup,
+	// before then. The api hijacks holding the lock its shutdown takes, so
+	// this Add happens before that cleanup's Wait.
+	w.hijacks.Add(1)
 	w.hijacked = &recordingConn{Conn: conn, closed: make(chan struct{})}
 	return w.hijacked, rw, nil
 }
